@@ -1,0 +1,90 @@
+"""The query-string shape shared by V1 and Chatfuel: everything travels URL-encoded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from runner.apis import Request
+from runner.model import Endpoint, Field, V1Message
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def parse(data: dict[str, Any], with_flow: bool) -> V1Message:
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return None if value is None else str(value)
+
+    return V1Message(
+        user_id=str(data["user_id"]),
+        block_name=text("block_name"),
+        block_id=text("block_id"),
+        flow_name=text("flow_name") if with_flow else None,
+        messaging_tag=text("messaging_tag"),
+        attributes=tuple((str(k), _attribute_text(v)) for k, v in (data.get("attributes") or {}).items()),
+    )
+
+
+def _attribute_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fields(message: V1Message) -> list[Field]:
+    """user_id, the block (name, id or flow), then the attributes, in that order."""
+    block_key, block = _block(message)
+    out = [
+        Field(("message", "user_id"), message.user_id),
+        Field(("message", block_key), block),
+    ]
+    out += [Field(("message", "attributes", name), source) for name, source in message.attributes]
+    return out
+
+
+def _block(message: V1Message) -> tuple[str, str]:
+    for key in ("block_name", "block_id", "flow_name"):
+        value = getattr(message, key)
+        if value is not None:
+            return key, value
+    raise AssertionError("a validated message always names its block")
+
+
+class QueryBuilder:
+    """Builds ``POST {base}/bots/{bot}/users/{user}/send?...`` with the constant part made once."""
+
+    def __init__(
+        self,
+        message: V1Message,
+        endpoint: Endpoint,
+        *,
+        names: dict[str, str],
+        tag: str | None,
+    ) -> None:
+        block_key, _ = _block(message)
+        self._block_param = names[block_key]
+        self._prefix = f"{endpoint.base_url}/bots/{_q(endpoint.bot_id)}/users/"
+        # "*" stays readable so a masked preview shows bot_token=***
+        token = quote(endpoint.token, safe="*")
+        self._token_part = f"/send?{names['token']}={token}&{self._block_param}="
+        self._attribute_prefixes = [f"&{_q(name)}=" for name, _ in message.attributes]
+        self._suffix = "" if tag is None else f"&{names['tag']}={_q(tag)}"
+
+    def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
+        user_id = values[0].strip()
+        if not user_id:
+            return "no recipient id"
+        if not values[1]:
+            return f"{self._block_param} renders empty"
+        parts = [self._prefix, _q(user_id), self._token_part, _q(values[1])]
+        for prefix, value in zip(self._attribute_prefixes, values[2:], strict=True):
+            parts.append(prefix)
+            parts.append(_q(value))
+        parts.append(self._suffix)
+        return user_id, Request("POST", "".join(parts), _JSON, None)

@@ -1,0 +1,39 @@
+"""Broadcasting API V1: block and attributes in the query string, token as ``bot_token``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.apis import _query, check_attributes
+from runner.model import Endpoint, Field, V1Message
+
+NAMES = {
+    "token": "bot_token",
+    "block_name": "block_name",
+    "block_id": "block_id",
+    "tag": "messaging_tag",
+}
+
+
+def parse_message(data: dict[str, Any]) -> V1Message:
+    return _query.parse(data, with_flow=False)
+
+
+def template_fields(message: V1Message) -> list[Field]:
+    return _query.fields(message)
+
+
+def check(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    problems = check_attributes(data.get("attributes") or {})
+    has = [key for key in ("block_name", "block_id") if key in data]
+    if len(has) == 2:
+        problems.append((("message", "block_id"), "give block_name or block_id, not both"))
+    elif not has:
+        problems.append((("message",), "expected block_name or block_id (one is required)"))
+    return problems
+
+
+def builder(message: V1Message, endpoint: Endpoint) -> _query.QueryBuilder:
+    # The documented form, and the clients known to work, quote the tag: messaging_tag="X".
+    tag = None if message.messaging_tag is None else f'"{message.messaging_tag}"'
+    return _query.QueryBuilder(message, endpoint, names=NAMES, tag=tag)

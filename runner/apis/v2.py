@@ -1,0 +1,102 @@
+"""Broadcasting API V2: a JSON body, the token as a Bearer header."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from runner.apis import Request
+from runner.model import Endpoint, Field, V2Message
+
+IDENTIFIERS = ("id", "email", "phone", "fbid")
+DEFAULT_PRIORITY = ("fbid", "phone", "email")
+_TOKENS = ("notification_messages_token", "one_time_notif_token")
+
+
+def parse_message(data: dict[str, Any]) -> V2Message:
+    customer = data.get("customer") or {}
+    return V2Message(
+        customer=tuple((key, str(customer[key])) for key in IDENTIFIERS if key in customer),
+        block_id=None if data.get("block_id") is None else str(data["block_id"]),
+        messages=tuple(str(m["text"]) for m in data.get("messages") or ()),
+        notification_messages_token=_opt(data, "notification_messages_token"),
+        one_time_notif_token=_opt(data, "one_time_notif_token"),
+        messaging_tag=_opt(data, "messaging_tag"),
+        priority=tuple(data.get("priority") or ()),
+    )
+
+
+def _opt(data: dict[str, Any], key: str) -> str | None:
+    return None if data.get(key) is None else str(data[key])
+
+
+def template_fields(message: V2Message) -> list[Field]:
+    """Identifiers and tokens (lenient: a missing value is left out), then message texts."""
+    out = [Field(("message", "customer", key), source, lenient=True) for key, source in message.customer]
+    for key in _TOKENS:
+        source = getattr(message, key)
+        if source is not None:
+            out.append(Field(("message", key), source, lenient=True))
+    out += [Field(("message", "messages", i, "text"), text) for i, text in enumerate(message.messages)]
+    return out
+
+
+def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    customer = data.get("customer")
+    if isinstance(customer, dict) and customer and not any(str(v).strip() for v in customer.values()):
+        problems.append(
+            (("message", "customer"), "no customer identifier template: give id, email, phone or fbid")
+        )
+    if "block_id" in data and "messages" in data:
+        problems.append((("message", "messages"), "give block_id or messages, not both"))
+    elif "block_id" not in data and "messages" not in data:
+        problems.append((("message",), "expected block_id or messages (one is required)"))
+    return problems
+
+
+class Builder:
+    def __init__(self, message: V2Message, endpoint: Endpoint) -> None:
+        self._url = f"{endpoint.base_url}/bots/{quote(endpoint.bot_id, safe='')}/send"
+        self._headers = {"Authorization": f"Bearer {endpoint.token}", "Content-Type": "application/json"}
+        self._ids = [key for key, _ in message.customer]
+        self._tokens = [key for key in _TOKENS if getattr(message, key) is not None]
+        constant: dict[str, Any] = {}
+        if message.block_id is not None:
+            constant["block_id"] = message.block_id
+        if message.messaging_tag is not None:
+            constant["messaging_tag"] = message.messaging_tag
+        if message.priority:
+            constant["priority"] = list(message.priority)
+        self._constant = constant
+        self._texts = len(message.messages)
+        order = message.priority or DEFAULT_PRIORITY
+        self._key_order = ["id", *(k for k in order if k != "id")]
+        # Identifiers absent from priority still identify the customer; try them last.
+        self._key_order += [k for k in IDENTIFIERS if k not in self._key_order]
+
+    def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
+        n_ids, n_tokens = len(self._ids), len(self._tokens)
+        ids = {key: value.strip() for key, value in zip(self._ids, values[:n_ids], strict=True)}
+        recipient = next((ids[k] for k in self._key_order if ids.get(k)), "")
+        if not recipient:
+            return "no recipient id"
+        body: dict[str, Any] = {f"customer_{k}": v for k, v in ids.items() if v}
+        if self._texts:
+            texts = values[n_ids + n_tokens :]
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    return f"message.messages[{i}].text renders empty"
+            body["messages"] = [{"text": text} for text in texts]
+        for key, value in zip(self._tokens, values[n_ids : n_ids + n_tokens], strict=True):
+            if value:
+                body[key] = value
+        body.update(self._constant)
+        return recipient, Request("POST", self._url, self._headers, orjson.dumps(body))
+
+
+def builder(message: V2Message, endpoint: Endpoint) -> Builder:
+    return Builder(message, endpoint)

@@ -1,0 +1,107 @@
+"""Campaign files -> validated, frozen `Campaign` records, with every problem at once."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from runner import apis, checks, schema
+from runner.audience import format_of
+from runner.errors import InvalidCampaign, Problem, UsageError
+from runner.model import Audience, Bot, Campaign, Delivery
+from runner.yamlsource import YamlSyntaxError, parse
+
+
+def problems_of(path: Path) -> tuple[list[Problem], Any]:
+    """(every problem, errors and warnings, of the file; its data when parseable)."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [Problem(name, 1, 1, "", "file not found")], None
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Problem(name, 1, 1, "", f"cannot read the file: {exc}")], None
+    try:
+        doc = parse(text)
+    except YamlSyntaxError as exc:
+        return [Problem(name, exc.mark.line, exc.mark.column, "", exc.message)], None
+    if not isinstance(doc.data, dict):
+        kind = "nothing" if doc.data is None else type(doc.data).__name__
+        return [Problem(name, 1, 1, "", f"expected a mapping of campaign keys, got {kind}")], None
+    problems = schema.check(doc, name) + checks.semantic(doc, name, path.parent)
+    return sorted(set(problems), key=lambda p: (p.line, p.column, p.message)), doc.data
+
+
+def load(path: Path) -> Campaign:
+    """The campaign at ``path``; raises `InvalidCampaign` listing every error."""
+    problems, data = problems_of(path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise InvalidCampaign(errors)
+    return _build(path, data, tuple(p for p in problems if p.severity == "warning"))
+
+
+def _build(path: Path, data: dict[str, Any], warnings: tuple[Problem, ...]) -> Campaign:
+    bot = data["bot"]
+    api = bot.get("api", "v1")
+    audience = data["audience"]
+    file = None
+    if "file" in audience:
+        file = path.parent / audience["file"]
+    delivery = data.get("delivery") or {}
+    return Campaign(
+        path=path,
+        name=data["name"],
+        description=data.get("description", ""),
+        bot=Bot(
+            api=api,
+            id=str(bot["id"]),
+            token=bot["token"],
+            base_url=bot.get("base_url"),
+            rate_limit=bot.get("rate_limit", 25),
+        ),
+        audience=Audience(
+            file=file,
+            format=format_of(file, audience.get("format")) if file else None,
+            customers=tuple(audience["customers"]) if "customers" in audience else None,
+            where=audience.get("where"),
+        ),
+        message=apis.module(api).parse_message(data["message"]),
+        vars=dict(data.get("vars") or {}),
+        delivery=Delivery(
+            concurrency=delivery.get("concurrency", 25),
+            timeout=float(delivery.get("timeout", 10)),
+            retries=delivery.get("retries", 3),
+            max_consecutive_failures=delivery.get("max_consecutive_failures", 50),
+            retry_timeouts=delivery.get("retry_timeouts", False),
+        ),
+        warnings=warnings,
+    )
+
+
+def expand(targets: list[str]) -> list[Path]:
+    """Files, folders (every *.yaml / *.yml inside) and globs -> campaign files, in order."""
+    found: list[Path] = []
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        elif any(ch in target for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(target, recursive=True))
+            if not matches:
+                raise UsageError(f"{target}: no campaign files match")
+            found += [p for p in matches if p.is_file()]
+        else:
+            found.append(path)
+    unique: dict[Path, None] = dict.fromkeys(found)
+    return list(unique)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
