@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -12,8 +13,24 @@ from runner.model import Endpoint, Field, V1Message
 _JSON = {"Content-Type": "application/json"}
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+_MEMO: dict[str, str] = {}
+_MEMO_SIZE = 4096
+
+
 def _q(value: str) -> str:
-    return quote(value, safe="")
+    # Most values (ids, coupons) need no escaping, and the rest repeat (block names, greetings
+    # of common first names): both paths are many times cheaper than quote().
+    if _UNRESERVED.fullmatch(value):
+        return value
+    quoted = _MEMO.get(value)
+    if quoted is None:
+        quoted = quote(value, safe="")
+        if len(_MEMO) < _MEMO_SIZE:
+            _MEMO[value] = quoted
+    return quoted
 
 
 def parse(data: dict[str, Any], with_flow: bool) -> V1Message:

@@ -1,0 +1,255 @@
+"""`campaign run`: the broadcast. Loads every campaign, checks secrets, locks, then sends."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner import campaign as campaigns
+from runner import pacing, pipeline, plandigest, state
+from runner.commands.plan import PlanResult, plan
+from runner.engine import Engine, Job
+from runner.errors import InvalidCampaign, UsageError
+from runner.mockserver import MockOptions, MockServer
+from runner.model import Campaign, Endpoint
+from runner.progress import Progress
+from runner.report import ReportWriter, run_id
+from runner.secrets import Masker
+
+SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_NOTE = "Sandbox: requests went to a local mock server; nothing was sent for real."
+
+
+@dataclass
+class RunOptions:
+    report: Path | None = None
+    state: Path | None = None
+    dry_run: bool = False
+    sandbox: bool = False
+    plan: Path | None = None
+    retry_failed: bool = False
+    resend_uncertain: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class CampaignResult:
+    campaign: Campaign
+    summary: dict[str, Any]
+    not_delivered: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    results: list[CampaignResult]
+    exit_code: int
+    sandbox: bool
+    plans: list[PlanResult] = field(default_factory=list)
+
+
+def run(targets: list[str], options: RunOptions) -> RunResult:
+    paths = campaigns.expand(targets)
+    loaded = _load_all(paths)
+    if options.dry_run:
+        plans = [
+            plan(c.path, report_dir=_report_dir(options.report, c, len(loaded), "plan"),
+                 sandbox=options.sandbox)
+            for c in loaded
+        ]
+        return RunResult([], 0, options.sandbox, plans)
+    if options.plan is not None:
+        if len(loaded) != 1:
+            raise UsageError("--plan checks one campaign file at a time")
+        plandigest.verify(options.plan, loaded[0])
+    # Every secret is resolved before anything starts: a missing one sends nothing.
+    endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
+    return asyncio.run(_run(loaded, endpoints, options))
+
+
+def _load_all(paths: list[Path]) -> list[Campaign]:
+    loaded, problems = [], []
+    for path in paths:
+        try:
+            loaded.append(campaigns.load(path))
+        except InvalidCampaign as exc:
+            problems += exc.problems
+    if problems:
+        raise InvalidCampaign(problems)
+    names = [c.name for c in loaded]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"campaign name {twice[0]!r} appears twice in one run; names must differ")
+    return loaded
+
+
+def _report_dir(given: Path | None, campaign: Campaign, count: int, kind: str) -> Path:
+    if given is not None:
+        return given if count == 1 else given / campaign.name
+    prefix = {"run": "", "sandbox": "sandbox-", "plan": "plan-"}[kind]
+    return Path("reports") / campaign.name / f"{prefix}{run_id()}"
+
+
+async def _run(
+    loaded: list[Campaign], endpoints: list[Endpoint] | None, options: RunOptions
+) -> RunResult:
+    mock: MockServer | None = None
+    if endpoints is None:
+        mock = MockServer(MockOptions(rate=max(c.bot.rate_limit for c in loaded),
+                                      keep_params=False))
+        base = await mock.start()
+        if not options.quiet:
+            print(f"SANDBOX: sending to a local mock server at {base}; nothing is sent for real.",
+                  file=sys.stderr)
+        endpoints = [
+            pipeline.endpoint(c, strict=False, token=SANDBOX_TOKEN,
+                              base_url=base + ("/public" if c.bot.api == "v2" else ""))
+            for c in loaded
+        ]
+    try:
+        with ExitStack() as locks:
+            return await _broadcast(loaded, endpoints, options, locks)
+    finally:
+        if mock is not None:
+            await mock.stop()
+
+
+async def _broadcast(
+    loaded: list[Campaign], endpoints: list[Endpoint], options: RunOptions, locks: ExitStack
+) -> RunResult:
+    rid = run_id()
+    masker = Masker(e.token for e in endpoints)
+    pacers = pacing.shared([((e.base_url, e.bot_id), c.bot.rate_limit)
+                            for c, e in zip(loaded, endpoints, strict=True)])
+    jobs: list[Job] = []
+    kind = "sandbox" if options.sandbox else "run"
+    for c, target, pacer in zip(loaded, endpoints, pacers, strict=True):
+        state_path = state.path_for(options.state, c.name, options.sandbox)
+        locks.enter_context(state.campaign_lock(state_path, c.name))
+        items = pipeline.prepare(c, target)
+        first = next(items, None)  # an unreadable audience fails here, before any request
+        stream = items if first is None else itertools.chain([first], items)
+        jobs.append(Job(
+            campaign=c, items=stream,
+            report=ReportWriter(_report_dir(options.report, c, len(loaded), kind)),
+            state=state.CampaignState(state_path, c.name, rid), pacer=pacer, masker=masker,
+            retry_failed=options.retry_failed, resend_uncertain=options.resend_uncertain,
+        ))
+    engine = Engine(jobs)
+    started = time.monotonic()
+    hard_stop = await _drive(engine, jobs, options.quiet)
+    results = []
+    for job in jobs:
+        if hard_stop:
+            job.state.close_sync()
+        else:
+            await job.state.close()
+        results.append(_finish(job, rid, time.monotonic() - started, options.sandbox))
+    return RunResult(results, _overall([r.summary["exit_code"] for r in results]), options.sandbox)
+
+
+async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> bool:
+    """Run the engine with progress and signal handling; True after a hard (second) stop."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.ensure_future(engine.run())
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            print("\nstopping: no new requests; finishing those in flight "
+                  "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            engine.interrupt()
+        else:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    progress = asyncio.ensure_future(Progress(jobs, quiet=quiet).run())
+    try:
+        await main
+        return False
+    except asyncio.CancelledError:
+        if signals < 2:
+            raise
+        for job in jobs:
+            job.interrupted = True
+        return True
+    finally:
+        progress.cancel()
+        await asyncio.gather(progress, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _finish(job: Job, rid: str, duration: float, sandbox: bool) -> CampaignResult:
+    c = job.campaign
+    counts = job.report.tally.counts
+    if job.interrupted:
+        code = 130
+    elif job.aborted:
+        code = 3
+    elif counts.get("failed") or counts.get("uncertain"):
+        code = 1
+    else:
+        code = 0
+    span = (job.last_start or 0) - (job.first_start or 0)
+    requests = job.report.tally.requests
+    note = SANDBOX_NOTE if sandbox else None
+    if job.aborted:
+        note = f"Aborted: {job.aborted}"
+    elif job.interrupted:
+        note = "Interrupted: rows not reached were not sent; run again to continue."
+    summary = job.report.finish(
+        {
+            "campaign": c.name, "api": c.bot.api, "mode": "sandbox" if sandbox else "run",
+            "sandbox": sandbox, "run_id": rid, "state": str(job.state.path),
+            "duration_s": round(duration, 3),
+            "requests_per_s": round(requests / span, 2) if span > 0 and requests > 1 else None,
+            "rate_limit": c.bot.rate_limit, "aborted": job.aborted,
+            "interrupted": job.interrupted, "exit_code": code, "note": note,
+        },
+        title=f"{'Sandbox run' if sandbox else 'Run'}: {c.name}",
+    )
+    report = state.status_report(job.state.path, c.name)
+    return CampaignResult(c, summary, report["not_delivered"])
+
+
+def _overall(codes: list[int]) -> int:
+    for code in (130, 3, 1):
+        if code in codes:
+            return code
+    return 0
+
+
+def text(result: RunResult) -> str:
+    lines = []
+    for r in result.results:
+        s = r.summary
+        n = s["counts"]
+        rate = f", {s['requests_per_s']} requests/s" if s.get("requests_per_s") else ""
+        lines.append(f"{r.campaign.name}: {n['sent']} sent, {n['failed']} failed, "
+                     f"{n['skipped']} skipped, {n['uncertain']} uncertain "
+                     f"in {s['duration_s']} s{rate}")
+        if s["skipped_by_reason"]:
+            reasons = ", ".join(f"{v} {k}" for k, v in s["skipped_by_reason"].items())
+            lines.append(f"  skipped: {reasons}")
+        for entry in r.not_delivered[:10]:
+            detail = entry["error"] or entry["result"] or ""
+            lines.append(f"  {entry['status']}: row {entry['row']} {entry['recipient']} {detail}")
+        if len(r.not_delivered) > 10:
+            lines.append(f"  ... {len(r.not_delivered) - 10} more: campaign status "
+                         f"{r.campaign.path}")
+        if s.get("aborted"):
+            lines.append(f"  ABORTED: {s['aborted']}")
+        lines.append(f"  report: {s['report']}")
+    if result.sandbox:
+        lines.append(SANDBOX_NOTE)
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""The asyncio broadcast engine: one producer and ``concurrency`` workers per campaign.
+
+The producer walks the prepared stream (the same one `plan` writes), drops recipients an earlier
+run settled, and queues the rest. Each worker claims a recipient in the state, waits for the
+bot's pacer, sends, classifies, retries what surely did not arrive, and records the outcome in
+the state and the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from runner import outcome
+from runner.model import Campaign
+from runner.outcome import Attempt
+from runner.pacing import Pacer
+from runner.pipeline import Item, Prepared, Skipped
+from runner.report import ReportWriter
+from runner.secrets import Masker
+from runner.state import CampaignState
+
+_FINAL_STATUS = {
+    outcome.SENT: "sent",
+    outcome.FAILED: "failed",
+    outcome.UNCERTAIN: "uncertain",
+    outcome.FATAL: "failed",
+    outcome.RETRY: "failed",  # retries ran out: the last outcome stands
+}
+_YIELD_EVERY = 256  # rows between yields to the loop while skipping without I/O
+
+
+@dataclass
+class Job:
+    """One campaign of a run, and what happens to it."""
+
+    campaign: Campaign
+    items: Iterator[Item]
+    report: ReportWriter
+    state: CampaignState
+    pacer: Pacer
+    masker: Masker
+    retry_failed: bool = False
+    resend_uncertain: bool = False
+    aborted: str | None = None  # why the run stopped itself (exit 3)
+    interrupted: bool = False
+    first_start: float | None = None
+    last_start: float | None = None
+    rows_seen: int = 0
+    consecutive_failures: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def abort(self, reason: str) -> None:
+        if self.aborted is None:
+            self.aborted = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+
+def line(row: int, recipient: str | None, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "row": row, "recipient": recipient, "status": status,
+        "reason": extra.get("reason"), "http_status": extra.get("http_status"),
+        "attempts": extra.get("attempts", 0), "result": extra.get("result"),
+        "error": extra.get("error"), "latency_ms": extra.get("latency_ms"),
+    }
+
+
+class Engine:
+    def __init__(self, jobs: list[Job], *, backoff_base: float = 0.5, backoff_cap: float = 30.0):
+        self.jobs = jobs
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._random = random.Random()
+
+    def interrupt(self) -> None:
+        """Ctrl-C / SIGTERM: start nothing new, let what is in flight finish."""
+        for job in self.jobs:
+            job.interrupted = True
+            job._stop.set()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._run_job(job) for job in self.jobs))
+
+    async def _run_job(self, job: Job) -> None:
+        delivery = job.campaign.delivery
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=delivery.timeout, sock_read=delivery.timeout
+        )
+        connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        ) as session:
+            queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=delivery.concurrency)
+            workers = [
+                asyncio.create_task(self._worker(job, queue, session))
+                for _ in range(delivery.concurrency)
+            ]
+            try:
+                await self._produce(job, queue, len(workers))
+                await asyncio.gather(*workers)
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _produce(self, job: Job, queue: asyncio.Queue[Prepared | None], workers: int) -> None:
+        write = job.report.write
+        since_yield = 0
+        for item in job.items:
+            if job.stopping:
+                break
+            job.rows_seen += 1
+            if type(item) is Skipped:
+                write(line(item.row, item.recipient, "skipped", reason=item.reason))
+                since_yield += 1
+                if since_yield >= _YIELD_EVERY:
+                    since_yield = 0
+                    await asyncio.sleep(0)
+                continue
+            assert type(item) is Prepared
+            if self._settled_earlier(job, item):
+                since_yield += 1
+                if since_yield >= _YIELD_EVERY:
+                    since_yield = 0
+                    await asyncio.sleep(0)
+                continue
+            await queue.put(item)
+        for _ in range(workers):
+            await queue.put(None)
+
+    @staticmethod
+    def _settled_earlier(job: Job, item: Prepared) -> bool:
+        prior = job.state.prior(item.recipient)
+        if prior is None:
+            return False
+        write = job.report.write
+        if prior.status == "sent":
+            write(line(item.row, item.recipient, "skipped", reason="already sent"))
+            return True
+        if prior.status == "failed" and not job.retry_failed:
+            write(line(item.row, item.recipient, "failed",
+                       reason="failed in an earlier run; not retried (use --retry-failed)",
+                       http_status=prior.http_status, result=prior.result, error=prior.error))
+            return True
+        if prior.status == "uncertain" and not job.resend_uncertain:
+            write(line(item.row, item.recipient, "uncertain",
+                       reason="uncertain since an earlier run; not resent "
+                              "(use --resend-uncertain)",
+                       http_status=prior.http_status, result=prior.result, error=prior.error))
+            return True
+        return False
+
+    async def _worker(
+        self, job: Job, queue: asyncio.Queue[Prepared | None], session: aiohttp.ClientSession
+    ) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if job.stopping:
+                why = "interrupted" if job.interrupted else "run aborted"
+                job.report.write(line(item.row, item.recipient, "skipped",
+                                      reason=f"not sent: {why}"))
+                continue
+            await job.state.claim(item.recipient, item.row)
+            attempts = 0
+            last: Attempt | None = None
+            try:
+                last, attempts = await self._deliver(job, session, item)
+            except asyncio.CancelledError:
+                # A hard stop: the request may be out. The state keeps it 'sending', which the
+                # next run reads as uncertain; the report says so now.
+                job.report.write(line(item.row, item.recipient, "uncertain", attempts=attempts,
+                                      error="interrupted while in flight"))
+                raise
+            self._settle(job, item, last, attempts)
+
+    async def _deliver(
+        self, job: Job, session: aiohttp.ClientSession, item: Prepared
+    ) -> tuple[Attempt, int]:
+        delivery = job.campaign.delivery
+        request = item.request
+        url = URL(request.url, encoded=True)
+        attempts = 0
+        while True:
+            await job.pacer.acquire()
+            attempts += 1
+            started = time.monotonic()
+            if job.first_start is None:
+                job.first_start = started
+            job.last_start = started
+            try:
+                async with session.request(
+                    request.method, url, headers=request.headers, data=request.body,
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+                attempt = outcome.from_response(
+                    response.status, body, response.headers.get("Retry-After")
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                attempt = outcome.from_exception(exc)
+            attempt.latency_ms = round((time.monotonic() - started) * 1000, 2)
+            again = attempt.kind == outcome.RETRY or (
+                attempt.kind == outcome.UNCERTAIN and delivery.retry_timeouts
+            )
+            if not again or attempts > delivery.retries or job.stopping:
+                return attempt, attempts
+            await self._pause(job, self._backoff(attempts, attempt.retry_after))
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        # Exponential with "equal jitter": never less than half the step, never in lockstep.
+        step = min(self._backoff_cap, self._backoff_base * 2 ** (attempts - 1))
+        delay = step / 2 + self._random.uniform(0, step / 2)
+        return max(delay, retry_after or 0.0)
+
+    @staticmethod
+    async def _pause(job: Job, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(job._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _settle(self, job: Job, item: Prepared, attempt: Attempt, attempts: int) -> None:
+        status = _FINAL_STATUS[attempt.kind]
+        error = job.masker(attempt.error) if attempt.error else None
+        result = job.masker(attempt.result) if attempt.result else attempt.result
+        job.state.record(item.recipient, status, attempts, attempt.http_status, result, error)
+        job.report.write(line(item.row, item.recipient, status, http_status=attempt.http_status,
+                              attempts=attempts, result=result, error=error,
+                              latency_ms=attempt.latency_ms))
+        if attempt.kind == outcome.FATAL:
+            job.abort(f"the API rejected the token (HTTP {attempt.http_status}); "
+                      "nothing more was sent. Check the token and run again.")
+        elif status == "sent":
+            job.consecutive_failures = 0
+        else:
+            job.consecutive_failures += 1
+            limit = job.campaign.delivery.max_consecutive_failures
+            if job.consecutive_failures >= limit:
+                job.abort(f"{limit} recipients in a row were not delivered "
+                          "(delivery.max_consecutive_failures); the run stopped itself")
