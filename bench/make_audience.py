@@ -31,8 +31,13 @@ delivery:
 """
 
 
-def write(directory: Path, rows: int, rate: int = 25, base_url: str = "http://127.0.0.1:8025",
-          concurrency: int = 25) -> Path:
+def write(
+    directory: Path,
+    rows: int,
+    rate: int = 25,
+    base_url: str = "http://127.0.0.1:8025",
+    concurrency: int = 25,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     csv_path = directory / f"audience-{rows}.csv"
     if not csv_path.exists():
@@ -43,8 +48,11 @@ def write(directory: Path, rows: int, rate: int = 25, base_url: str = "http://12
                 name = FIRST_NAMES[i % len(FIRST_NAMES)]
                 writer.writerow([f"{10**15 + i}", name, "no" if i % 10 == 0 else "yes"])
     campaign = directory / f"bench-{rows}-{rate}.yaml"
-    campaign.write_text(CAMPAIGN.format(rows=rows, rate=rate, base_url=base_url,
-                                        csv_name=csv_path.name, concurrency=concurrency))
+    campaign.write_text(
+        CAMPAIGN.format(
+            rows=rows, rate=rate, base_url=base_url, csv_name=csv_path.name, concurrency=concurrency
+        )
+    )
     return campaign
 
 

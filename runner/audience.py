@@ -88,7 +88,7 @@ def _csv(path: Path) -> Iterator[Row]:
             elif not "".join(values).isascii() and _SURROGATES.search("".join(values)):
                 yield Row(n, None, "not valid UTF-8")
             else:
-                yield Row(n, {k: v for k, v in zip(header, values) if v})
+                yield Row(n, {k: v for k, v in zip(header, values, strict=True) if v})
 
 
 def _jsonl(path: Path) -> Iterator[Row]:

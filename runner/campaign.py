@@ -87,7 +87,9 @@ def expand(targets: list[str]) -> list[Path]:
     for target in targets:
         path = Path(target)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            found += sorted(
+                p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+            )
         elif any(ch in target for ch in "*?["):
             matches = sorted(Path(p) for p in glob.glob(target, recursive=True))
             if not matches:

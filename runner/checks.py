@@ -24,25 +24,34 @@ def semantic(doc: Document, filename: str, base_dir: Path) -> list[Problem]:
 
     def at(path: KeyPath, message: str, severity: str = "error", key: bool = False) -> None:
         mark = doc.key_mark(path) if key else doc.value_mark(path)
-        found.append(Problem(filename, mark.line, mark.column, format_path(path), message, severity))
+        found.append(
+            Problem(filename, mark.line, mark.column, format_path(path), message, severity)
+        )
 
     for path, mark in doc.duplicates:
         found.append(
-            Problem(filename, mark.line, mark.column, format_path(path),
-                    f"duplicate key '{path[-1]}' (the later one would silently win)")
+            Problem(
+                filename,
+                mark.line,
+                mark.column,
+                format_path(path),
+                f"duplicate key '{path[-1]}' (the later one would silently win)",
+            )
         )
-    bot = data.get("bot") if isinstance(data.get("bot"), dict) else {}
+    bot: dict[str, Any] = data["bot"] if isinstance(data.get("bot"), dict) else {}
     _check_bot(bot, at)
     _check_stray_references(data, (), at)
     _check_audience(data.get("audience"), base_dir, at)
 
     api = bot.get("api", "v1")
+    if api not in ("v1", "v2", "chatfuel"):
+        api = "v1"  # the schema has said api is wrong; the message is checked as the default's
     message = data.get("message")
-    if api in ("v1", "v2", "chatfuel") and isinstance(message, dict):
+    if isinstance(message, dict):
         module = apis.module(api)
         for path, text in module.check(message):
-            at(path, text, key=path[-1] != "message")
-        variables = data.get("vars") if isinstance(data.get("vars"), dict) else {}
+            at(path, text, key=True)
+        variables: dict[str, Any] = data["vars"] if isinstance(data.get("vars"), dict) else {}
         try:
             fields = module.template_fields(module.parse_message(message))
         except (KeyError, TypeError, AttributeError):
@@ -60,16 +69,20 @@ def _check_bot(bot: dict[str, Any], at: Any) -> None:
             if problem:
                 at(("bot", key), problem)
     token = bot.get("token")
-    if isinstance(token, str) and token and not secrets.references(token):
-        at(("bot", "token"),
-           "a literal token will be committed to git; write ${VAR} and export VAR instead",
-           "warning")
+    if isinstance(token, str) and token and "$" not in token:
+        at(
+            ("bot", "token"),
+            "a literal token will be committed to git; write ${VAR} and export VAR instead",
+            "warning",
+        )
     rate = bot.get("rate_limit")
     if isinstance(rate, int) and rate > PUBLIC_RATE_LIMIT and "base_url" not in bot:
-        at(("bot", "rate_limit"),
-           f"{rate} requests/s is above the public APIs' limit of {PUBLIC_RATE_LIMIT}; raise it "
-           "only for a private deployment (bot.base_url), the mock server or a benchmark",
-           "warning")
+        at(
+            ("bot", "rate_limit"),
+            f"{rate} requests/s is above the public APIs' limit of {PUBLIC_RATE_LIMIT}; raise it "
+            "only for a private deployment (bot.base_url), the mock server or a benchmark",
+            "warning",
+        )
 
 
 def _check_stray_references(data: Any, path: KeyPath, at: Any) -> None:
@@ -78,8 +91,12 @@ def _check_stray_references(data: Any, path: KeyPath, at: Any) -> None:
         if child[:1] == ("bot",) and child[-1] in _SECRET_KEYS:
             continue
         if secrets.references(value):
-            at(child, "${...} is only read from the environment in bot.token, bot.id and "
-               "bot.base_url; here it is sent as literal text", "warning")
+            at(
+                child,
+                "${...} is only read from the environment in bot.token, bot.id and "
+                "bot.base_url; here it is sent as literal text",
+                "warning",
+            )
 
 
 def _strings(data: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
@@ -110,8 +127,11 @@ def _check_audience(audience: Any, base_dir: Path, at: Any) -> None:
             at(("audience", "file"), f"audience file not found: {path}")
         elif format_of(path, audience.get("format")) is None:
             known = ", ".join(sorted(FORMATS))
-            at(("audience", "file"), f"cannot tell the format of {file!r} from its extension "
-               f"({known}); set audience.format")
+            at(
+                ("audience", "file"),
+                f"cannot tell the format of {file!r} from its extension "
+                f"({known}); set audience.format",
+            )
     where = audience.get("where")
     if isinstance(where, str) and where.strip():
         try:

@@ -46,7 +46,10 @@ def _warnings(warnings: Any) -> None:
 
 
 output_option = click.option(
-    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="Human text, or JSON for machines.",
 )
 
@@ -78,17 +81,28 @@ def validate(targets: tuple[str, ...], output: str) -> None:
 
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--report", "report_dir", type=click.Path(path_type=Path),
-              help="Report folder (default reports/<name>/plan-<run-id>/).")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    help="Report folder (default reports/<name>/plan-<run-id>/).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Render only the first N rows.")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Write a digest of exactly what would be sent, for `run --plan`.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write a digest of exactly what would be sent, for `run --plan`.",
+)
 @click.option("--sandbox", is_flag=True, help="Preview against the local mock server.")
 @output_option
 @_errors_to_exit_codes
 def plan(
-    targets: tuple[str, ...], report_dir: Path | None, limit: int | None, out: Path | None,
-    sandbox: bool, output: str,
+    targets: tuple[str, ...],
+    report_dir: Path | None,
+    limit: int | None,
+    out: Path | None,
+    sandbox: bool,
+    output: str,
 ) -> None:
     """Dry run: render every request, send nothing, write the report."""
     from runner.campaign import expand
@@ -111,25 +125,49 @@ def plan(
 
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
-@click.option("--report", "report_dir", type=click.Path(path_type=Path),
-              help="Report folder (default reports/<name>/<run-id>/; one folder per campaign "
-                   "inside it when several run).")
-@click.option("--state", "state_file", type=click.Path(path_type=Path),
-              help="State file (default .campaign-state/<name>.sqlite3).")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    help="Report folder (default reports/<name>/<run-id>/; one folder per campaign "
+    "inside it when several run).",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path),
+    help="State file (default .campaign-state/<name>.sqlite3).",
+)
 @click.option("--dry-run", is_flag=True, help="Same as `campaign plan`: send nothing.")
-@click.option("--sandbox", is_flag=True,
-              help="Send to an in-process mock server instead; needs no token, keeps its own "
-                   "state and reports.")
-@click.option("--plan", "plan_file", type=click.Path(path_type=Path),
-              help="Refuse to run unless the campaign and audience match this reviewed plan.")
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Send to an in-process mock server instead; needs no token, keeps its own "
+    "state and reports.",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(path_type=Path),
+    help="Refuse to run unless the campaign and audience match this reviewed plan.",
+)
 @click.option("--retry-failed", is_flag=True, help="Send again to those who failed before.")
-@click.option("--resend-uncertain", is_flag=True,
-              help="Send again to those whose earlier outcome is unknown (may duplicate).")
+@click.option(
+    "--resend-uncertain",
+    is_flag=True,
+    help="Send again to those whose earlier outcome is unknown (may duplicate).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
 @_errors_to_exit_codes
 def run(
-    targets: tuple[str, ...], report_dir: Path | None, state_file: Path | None, dry_run: bool,
-    sandbox: bool, plan_file: Path | None, retry_failed: bool, resend_uncertain: bool,
+    targets: tuple[str, ...],
+    report_dir: Path | None,
+    state_file: Path | None,
+    dry_run: bool,
+    sandbox: bool,
+    plan_file: Path | None,
+    retry_failed: bool,
+    resend_uncertain: bool,
     quiet: bool,
 ) -> None:
     """Broadcast: send every campaign given, paced per bot, with durable state.
@@ -141,9 +179,16 @@ def run(
     from runner.commands.run import RunOptions, text
     from runner.commands.run import run as broadcast
 
-    options = RunOptions(report=report_dir, state=state_file, dry_run=dry_run, sandbox=sandbox,
-                         plan=plan_file, retry_failed=retry_failed,
-                         resend_uncertain=resend_uncertain, quiet=quiet)
+    options = RunOptions(
+        report=report_dir,
+        state=state_file,
+        dry_run=dry_run,
+        sandbox=sandbox,
+        plan=plan_file,
+        retry_failed=retry_failed,
+        resend_uncertain=resend_uncertain,
+        quiet=quiet,
+    )
     result = broadcast(list(targets), options)
     for plan_result in result.plans:
         _warnings(plan_result.campaign.warnings)
@@ -157,8 +202,12 @@ def run(
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--state", "state_file", type=click.Path(path_type=Path),
-              help="State file (default .campaign-state/<name>.sqlite3).")
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path),
+    help="State file (default .campaign-state/<name>.sqlite3).",
+)
 @click.option("--sandbox", is_flag=True, help="Read the sandbox state instead.")
 @output_option
 @_errors_to_exit_codes
@@ -177,27 +226,60 @@ def status(path: Path, state_file: Path | None, sandbox: bool, output: str) -> N
 @cli.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--rate", default=25, show_default=True, type=click.IntRange(min=0),
-              help="Requests per bot in any one-second window before 429 (0: no limit).")
-@click.option("--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of requests answered with a random failure (503 or success: false).")
-@click.option("--latency", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Milliseconds to wait before each answer.")
+@click.option(
+    "--rate",
+    default=25,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Requests per bot in any one-second window before 429 (0: no limit).",
+)
+@click.option(
+    "--fail-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of requests answered with a random failure (503 or success: false).",
+)
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Milliseconds to wait before each answer.",
+)
 @click.option("--seed", type=int, help="Seed for reproducible failures.")
 @click.option("--token", help="Accept only this token (default: any non-empty token).")
-@click.option("--log", type=click.Path(path_type=Path),
-              help="Append each request as a JSON line (token masked).")
+@click.option(
+    "--log",
+    type=click.Path(path_type=Path),
+    help="Append each request as a JSON line (token masked).",
+)
 def mock_server(
-    host: str, port: int, rate: int, fail_rate: float, latency: float, seed: int | None,
-    token: str | None, log: Path | None,
+    host: str,
+    port: int,
+    rate: int,
+    fail_rate: float,
+    latency: float,
+    seed: int | None,
+    token: str | None,
+    log: Path | None,
 ) -> None:
     """Serve a local stand-in for the Broadcasting APIs (V1, V2, Chatfuel)."""
     import asyncio
 
     from runner.mockserver import MockOptions, MockServer, serve_forever
 
-    server = MockServer(MockOptions(rate=rate, fail_rate=fail_rate, latency_ms=latency,
-                                    seed=seed, token=token, log=log, keep_params=False))
+    server = MockServer(
+        MockOptions(
+            rate=rate,
+            fail_rate=fail_rate,
+            latency_ms=latency,
+            seed=seed,
+            token=token,
+            log=log,
+            keep_params=False,
+        )
+    )
     try:
         asyncio.run(serve_forever(server, host, port))
     except OSError as exc:

@@ -9,6 +9,7 @@ the state and the report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Iterator
@@ -69,10 +70,15 @@ class Job:
 
 def line(row: int, recipient: str | None, status: str, **extra: Any) -> dict[str, Any]:
     return {
-        "row": row, "recipient": recipient, "status": status,
-        "reason": extra.get("reason"), "http_status": extra.get("http_status"),
-        "attempts": extra.get("attempts", 0), "result": extra.get("result"),
-        "error": extra.get("error"), "latency_ms": extra.get("latency_ms"),
+        "row": row,
+        "recipient": recipient,
+        "status": status,
+        "reason": extra.get("reason"),
+        "http_status": extra.get("http_status"),
+        "attempts": extra.get("attempts", 0),
+        "result": extra.get("result"),
+        "error": extra.get("error"),
+        "latency_ms": extra.get("latency_ms"),
     }
 
 
@@ -149,15 +155,30 @@ class Engine:
             write(line(item.row, item.recipient, "skipped", reason="already sent"))
             return True
         if prior.status == "failed" and not job.retry_failed:
-            write(line(item.row, item.recipient, "failed",
-                       reason="failed in an earlier run; not retried (use --retry-failed)",
-                       http_status=prior.http_status, result=prior.result, error=prior.error))
+            write(
+                line(
+                    item.row,
+                    item.recipient,
+                    "failed",
+                    reason="failed in an earlier run; not retried (use --retry-failed)",
+                    http_status=prior.http_status,
+                    result=prior.result,
+                    error=prior.error,
+                )
+            )
             return True
         if prior.status == "uncertain" and not job.resend_uncertain:
-            write(line(item.row, item.recipient, "uncertain",
-                       reason="uncertain since an earlier run; not resent "
-                              "(use --resend-uncertain)",
-                       http_status=prior.http_status, result=prior.result, error=prior.error))
+            write(
+                line(
+                    item.row,
+                    item.recipient,
+                    "uncertain",
+                    reason="uncertain since an earlier run; not resent (use --resend-uncertain)",
+                    http_status=prior.http_status,
+                    result=prior.result,
+                    error=prior.error,
+                )
+            )
             return True
         return False
 
@@ -170,8 +191,9 @@ class Engine:
                 return
             if job.stopping:
                 why = "interrupted" if job.interrupted else "run aborted"
-                job.report.write(line(item.row, item.recipient, "skipped",
-                                      reason=f"not sent: {why}"))
+                job.report.write(
+                    line(item.row, item.recipient, "skipped", reason=f"not sent: {why}")
+                )
                 continue
             await job.state.claim(item.recipient, item.row)
             attempts = 0
@@ -181,8 +203,15 @@ class Engine:
             except asyncio.CancelledError:
                 # A hard stop: the request may be out. The state keeps it 'sending', which the
                 # next run reads as uncertain; the report says so now.
-                job.report.write(line(item.row, item.recipient, "uncertain", attempts=attempts,
-                                      error="interrupted while in flight"))
+                job.report.write(
+                    line(
+                        item.row,
+                        item.recipient,
+                        "uncertain",
+                        attempts=attempts,
+                        error="interrupted while in flight",
+                    )
+                )
                 raise
             self._settle(job, item, last, attempts)
 
@@ -202,7 +231,10 @@ class Engine:
             job.last_start = started
             try:
                 async with session.request(
-                    request.method, url, headers=request.headers, data=request.body,
+                    request.method,
+                    url,
+                    headers=request.headers,
+                    data=request.body,
                     allow_redirects=False,
                 ) as response:
                     body = await response.read()
@@ -223,31 +255,42 @@ class Engine:
         # Exponential with "equal jitter": never less than half the step, never in lockstep.
         step = min(self._backoff_cap, self._backoff_base * 2 ** (attempts - 1))
         delay = step / 2 + self._random.uniform(0, step / 2)
-        return max(delay, retry_after or 0.0)
+        return float(max(delay, retry_after or 0.0))
 
     @staticmethod
     async def _pause(job: Job, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):  # woken early by a stop
             await asyncio.wait_for(job._stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _settle(self, job: Job, item: Prepared, attempt: Attempt, attempts: int) -> None:
         status = _FINAL_STATUS[attempt.kind]
         error = job.masker(attempt.error) if attempt.error else None
         result = job.masker(attempt.result) if attempt.result else attempt.result
         job.state.record(item.recipient, status, attempts, attempt.http_status, result, error)
-        job.report.write(line(item.row, item.recipient, status, http_status=attempt.http_status,
-                              attempts=attempts, result=result, error=error,
-                              latency_ms=attempt.latency_ms))
+        job.report.write(
+            line(
+                item.row,
+                item.recipient,
+                status,
+                http_status=attempt.http_status,
+                attempts=attempts,
+                result=result,
+                error=error,
+                latency_ms=attempt.latency_ms,
+            )
+        )
         if attempt.kind == outcome.FATAL:
-            job.abort(f"the API rejected the token (HTTP {attempt.http_status}); "
-                      "nothing more was sent. Check the token and run again.")
+            job.abort(
+                f"the API rejected the token (HTTP {attempt.http_status}); "
+                "nothing more was sent. Check the token and run again."
+            )
         elif status == "sent":
             job.consecutive_failures = 0
         else:
             job.consecutive_failures += 1
             limit = job.campaign.delivery.max_consecutive_failures
             if job.consecutive_failures >= limit:
-                job.abort(f"{limit} recipients in a row were not delivered "
-                          "(delivery.max_consecutive_failures); the run stopped itself")
+                job.abort(
+                    f"{limit} recipients in a row were not delivered "
+                    "(delivery.max_consecutive_failures); the run stopped itself"
+                )

@@ -122,7 +122,12 @@ class MockServer:
         return await self._answer("v2", bot, recipient, token, problem, params)
 
     async def _answer(
-        self, api: str, bot: str, recipient: str, token: str, problem: str | None,
+        self,
+        api: str,
+        bot: str,
+        recipient: str,
+        token: str,
+        problem: str | None,
         params: dict[str, Any],
     ) -> web.Response:
         now = time.monotonic()
@@ -130,14 +135,24 @@ class MockServer:
         self.arrivals.append(Arrival(now, api, bot, recipient, status, params))
         if self._log is not None:
             masked = Masker([token])
-            entry = {"t": time.time(), "api": api, "bot": bot, "recipient": recipient,
-                     "status": status, "params": orjson.loads(masked(orjson.dumps(params).decode()))}
+            entry = {
+                "t": time.time(),
+                "api": api,
+                "bot": bot,
+                "recipient": recipient,
+                "status": status,
+                "params": orjson.loads(masked(orjson.dumps(params).decode())),
+            }
             self._log.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
             self._log.flush()
         if self.options.latency_ms:
             await asyncio.sleep(self.options.latency_ms / 1000)
-        return web.Response(body=orjson.dumps(payload), status=status, headers=headers,
-                            content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(payload),
+            status=status,
+            headers=headers,
+            content_type="application/json",
+        )
 
     def _decide(
         self, bot: str, token: str, problem: str | None, now: float
@@ -149,7 +164,11 @@ class MockServer:
             while window and now - window[0] >= 1.0:
                 window.popleft()
             if len(window) >= self.options.rate:
-                return 429, {"success": False, "result": "rate limit exceeded"}, {"Retry-After": "1"}
+                return (
+                    429,
+                    {"success": False, "result": "rate limit exceeded"},
+                    {"Retry-After": "1"},
+                )
             window.append(now)
         if problem:
             return 400, {"success": False, "result": problem}, {}
@@ -191,10 +210,11 @@ def _check_v2(body: Any) -> str | None:
     if ("block_id" in body) == ("messages" in body):
         return "exactly one of block_id and messages is required"
     if "messages" in body and not (
-        isinstance(body["messages"], list) and body["messages"]
+        isinstance(body["messages"], list)
+        and body["messages"]
         and all(isinstance(m, dict) and m.get("text") for m in body["messages"])
     ):
-        return "messages must be a non-empty list of {\"text\": ...}"
+        return 'messages must be a non-empty list of {"text": ...}'
     if body.get("messaging_tag") is not None and body["messaging_tag"] not in TAGS:
         return f"invalid messaging_tag {body['messaging_tag']}"
     return None

@@ -92,7 +92,6 @@ class Campaign:
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
 
-
 @dataclass(frozen=True)
 class Endpoint:
     """Where and as whom requests go: the bot's settings with ``${VAR}`` resolved."""

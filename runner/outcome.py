@@ -71,7 +71,9 @@ def _parse(body: bytes) -> tuple[str | None, bool | None]:
         return None, None
     result = data.get("result")
     success = data.get("success")
-    return (None if result is None else str(result)), (success if isinstance(success, bool) else None)
+    return (None if result is None else str(result)), (
+        success if isinstance(success, bool) else None
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -81,11 +81,11 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
         if type(values) is Skip:
             yield Skipped(n, values)
             continue
-        built = build(values)  # type: ignore[arg-type]
+        built = build(values)
         if type(built) is str:
             yield Skipped(n, built)
             continue
-        recipient, request = built  # type: ignore[misc]
+        recipient, request = built
         earlier = first_row(recipient, n)
         if earlier is not None:
             yield Skipped(n, f"duplicate of row {earlier}", recipient)

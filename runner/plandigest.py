@@ -38,8 +38,12 @@ class DigestWriter:
     def __init__(self, path: Path, campaign: Campaign, limit: int | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._out: BinaryIO = path.open("wb")
-        header = {"format": FORMAT, "runner_version": __version__, **fingerprint(campaign),
-                  "limit": limit}
+        header = {
+            "format": FORMAT,
+            "runner_version": __version__,
+            **fingerprint(campaign),
+            "limit": limit,
+        }
         self._out.write(orjson.dumps(header)[:-1] + b',"requests":[\n')
         self._hash = hashlib.sha256()
         self._count = 0
@@ -71,15 +75,17 @@ def verify(plan_path: Path, campaign: Campaign) -> None:
     current = fingerprint(campaign)
     changed = []
     if header.get("campaign") != current["campaign"]:
-        changed.append(f"it is a plan of campaign {header.get('campaign')!r}, "
-                       f"not {current['campaign']!r}")
+        changed.append(
+            f"it is a plan of campaign {header.get('campaign')!r}, not {current['campaign']!r}"
+        )
     if header.get("campaign_sha256") != current["campaign_sha256"]:
         changed.append(f"the campaign file {campaign.path} changed since the plan")
     if header.get("audience_sha256") != current["audience_sha256"]:
         changed.append(f"the audience {current['audience_file']} changed since the plan")
     if changed:
         raise PlanMismatch(
-            f"{plan_path} no longer matches: " + "; ".join(changed)
+            f"{plan_path} no longer matches: "
+            + "; ".join(changed)
             + ". Make and review a new plan (campaign plan --out)."
         )
 
@@ -93,7 +99,11 @@ def _read_header(plan_path: Path) -> dict[str, Any]:
             for prefix, event, value in ijson.parse(handle):
                 if prefix == "requests":
                     break
-                if event in ("string", "number", "null", "boolean") and "." not in prefix and prefix:
+                if (
+                    event in ("string", "number", "null", "boolean")
+                    and "." not in prefix
+                    and prefix
+                ):
                     header[prefix] = value
     except FileNotFoundError:
         raise UsageError(f"{plan_path}: plan file not found") from None

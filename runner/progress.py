@@ -52,8 +52,9 @@ class Progress:
         if not self._quiet and self._tty:
             from tqdm import tqdm  # only a terminal pays for the bar
 
-            self._bar = tqdm(total=self._total, unit="row", file=self._stream,
-                             dynamic_ncols=True, smoothing=0.1)
+            self._bar = tqdm(
+                total=self._total, unit="row", file=self._stream, dynamic_ncols=True, smoothing=0.1
+            )
         try:
             while True:
                 await asyncio.sleep(TICK)
@@ -81,8 +82,10 @@ class Progress:
         rows, counts, requests = self._counts()
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rps = requests / elapsed
-        summary = (f"sent {counts['sent']} failed {counts['failed']} skipped {counts['skipped']}"
-                   f" uncertain {counts['uncertain']} {rps:.1f} req/s")
+        summary = (
+            f"sent {counts['sent']} failed {counts['failed']} skipped {counts['skipped']}"
+            f" uncertain {counts['uncertain']} {rps:.1f} req/s"
+        )
         if self._bar is not None:
             self._bar.n = rows
             self._bar.set_postfix_str(summary, refresh=False)

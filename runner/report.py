@@ -23,7 +23,9 @@ _DUPLICATE = re.compile(r"^duplicate of row \d+$")
 
 
 def reason_group(reason: str) -> str:
-    return "duplicate" if _DUPLICATE.match(reason) else str(reason)  # not a str subclass: orjson keys
+    return (
+        "duplicate" if _DUPLICATE.match(reason) else str(reason)
+    )  # not a str subclass: orjson keys
 
 
 def now_iso() -> str:

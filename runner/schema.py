@@ -14,7 +14,7 @@ from runner.errors import Problem
 from runner.yamlsource import Document, Path, format_path
 
 # Patterns say little to a person; these say what is wanted instead.
-_PATTERN_HINTS = {
+_PATTERN_HINTS: dict[Path, str] = {
     ("name",): "expected a slug: lowercase letters, digits, '-' and '_', at most 100 "
     "(e.g. spring-sale-2026)",
     ("bot", "base_url"): "expected an http:// or https:// URL, or ${VAR}",
@@ -63,46 +63,51 @@ def check(doc: Document, filename: str) -> list[Problem]:
 
 def _a(kind: Any) -> str:
     kinds = kind if isinstance(kind, list) else [kind]
-    return " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+    return " or ".join(_TYPE_NAMES.get(str(k), str(k)) for k in kinds)
 
 
-def _describe(
-    error: jsonschema.ValidationError, path: Path
-) -> list[tuple[bool, Path, str]]:
+def _describe(error: jsonschema.ValidationError, path: Path) -> list[tuple[bool, Path, str]]:
     """(point at the key?, path, message) for one schema error."""
-    v, value, schema = error.validator, error.instance, error.schema
+    # jsonschema types these loosely (Unset | ...); they are plain JSON values here.
+    v: Any = error.validator
+    value: Any = error.instance
+    schema: Any = error.schema
+    expected: Any = error.validator_value
     if v == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
-        out = []
+        out: list[tuple[bool, Path, str]] = []
         for key in sorted(set(value) - set(allowed)):
             hint = difflib.get_close_matches(str(key), allowed, n=1)
             guess = f"; did you mean '{hint[0]}'?" if hint else ""
             out.append(
-                (True, (*path, key), f"unknown key '{key}'{guess} (expected one of: "
-                 f"{', '.join(allowed)})")
+                (
+                    True,
+                    (*path, key),
+                    f"unknown key '{key}'{guess} (expected one of: {', '.join(allowed)})",
+                )
             )
         return out
     if v == "required":
-        missing = [k for k in error.validator_value if k not in value]
+        missing = [k for k in expected if k not in value]
         return [(True, path, f"missing required key '{k}'") for k in missing]
     if v == "type":
         got = _JSON_TYPES.get(type(value), type(value).__name__)
-        return [(False, path, f"expected {_a(error.validator_value)}, got {got}")]
+        return [(False, path, f"expected {_a(expected)}, got {got}")]
     if v == "enum":
-        options = ", ".join(str(o) for o in error.validator_value)
+        options = ", ".join(str(o) for o in expected)
         return [(False, path, f"expected one of: {options}; got {value!r}")]
     if v == "const":
-        return [(False, path, f"expected {error.validator_value!r}, got {value!r}")]
+        return [(False, path, f"expected {expected!r}, got {value!r}")]
     if v == "pattern":
-        hint = _PATTERN_HINTS.get(path, f"expected text matching {error.validator_value}")
-        return [(False, path, f"{hint}; got {value!r}")]
+        wanted = _PATTERN_HINTS.get(path) or f"expected text matching {expected}"
+        return [(False, path, f"{wanted}; got {value!r}")]
     if v in ("minimum", "maximum", "exclusiveMinimum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">"}[str(v)]
-        return [(False, path, f"expected a number {op} {error.validator_value}, got {value!r}")]
+        return [(False, path, f"expected a number {op} {expected}, got {value!r}")]
     if v == "minLength":
         return [(False, path, "must not be empty")]
     if v == "minItems":
-        return [(False, path, f"expected at least {error.validator_value} item(s)")]
+        return [(False, path, f"expected at least {expected} item(s)")]
     if v == "uniqueItems":
         return [(False, path, "items must not repeat")]
     if v == "minProperties":

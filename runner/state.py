@@ -68,7 +68,9 @@ def path_for(given: Path | None, campaign: str, sandbox: bool) -> Path:
         return Path(".campaign-state") / (
             f"{campaign}.sandbox.sqlite3" if sandbox else f"{campaign}.sqlite3"
         )
-    return given.with_name(f"{given.stem}.sandbox{given.suffix or '.sqlite3'}") if sandbox else given
+    return (
+        given.with_name(f"{given.stem}.sandbox{given.suffix or '.sqlite3'}") if sandbox else given
+    )
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -170,8 +172,13 @@ class CampaignState:
         await waiter
 
     def record(
-        self, recipient: str, status: str, attempts: int, http_status: int | None,
-        result: str | None, error: str | None,
+        self,
+        recipient: str,
+        status: str,
+        attempts: int,
+        http_status: int | None,
+        result: str | None,
+        error: str | None,
     ) -> None:
         """Queue an outcome; it is committed with the next claim or at `close`."""
         self._outcomes.append(
@@ -244,7 +251,16 @@ def status_report(path: Path, campaign: str) -> dict[str, Any]:
         ).fetchall()
     finally:
         db.close()
-    keys = ("recipient", "row", "status", "attempts", "http_status", "result", "error", "updated_at")
+    keys = (
+        "recipient",
+        "row",
+        "status",
+        "attempts",
+        "http_status",
+        "result",
+        "error",
+        "updated_at",
+    )
     return {
         "campaign": campaign,
         "state": str(path),

@@ -85,7 +85,8 @@ def parse(text: str) -> Document:
         message = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         raise YamlSyntaxError(position, f"invalid YAML: {message}") from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(Mark(1, 1), f"invalid YAML: {exc}") from None
+        # Reader errors (bad bytes) carry their position in the text, not as a mark.
+        raise YamlSyntaxError(Mark(1, 1), f"invalid YAML: {str(exc).splitlines()[0]}") from None
 
     doc = Document(data=None)
     if root is None:

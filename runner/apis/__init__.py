@@ -58,12 +58,16 @@ def message_api(message: Message) -> str:
 RESERVED_PARAMETERS = frozenset({"bot_token", "block_name", "block_id", "messaging_tag"})
 
 
-def check_attributes(attributes: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    problems = []
+def check_attributes(attributes: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     for name in attributes:
         path = ("message", "attributes", name)
         if name.startswith("chatfuel_"):
-            problems.append((path, "attribute names starting with 'chatfuel_' are reserved by the API"))
+            problems.append(
+                (path, "attribute names starting with 'chatfuel_' are reserved by the API")
+            )
         elif name in RESERVED_PARAMETERS:
-            problems.append((path, f"'{name}' is a parameter of the API itself, not an attribute name"))
+            problems.append(
+                (path, f"'{name}' is a parameter of the API itself, not an attribute name")
+            )
     return problems

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -44,7 +44,9 @@ def parse(data: dict[str, Any], with_flow: bool) -> V1Message:
         block_id=text("block_id"),
         flow_name=text("flow_name") if with_flow else None,
         messaging_tag=text("messaging_tag"),
-        attributes=tuple((str(k), _attribute_text(v)) for k, v in (data.get("attributes") or {}).items()),
+        attributes=tuple(
+            (str(k), _attribute_text(v)) for k, v in (data.get("attributes") or {}).items()
+        ),
     )
 
 
@@ -56,21 +58,20 @@ def _attribute_text(value: Any) -> str:
 
 def fields(message: V1Message) -> list[Field]:
     """user_id, the block (name, id or flow), then the attributes, in that order."""
-    block_key, block = _block(message)
-    out = [
-        Field(("message", "user_id"), message.user_id),
-        Field(("message", block_key), block),
-    ]
+    out = [Field(("message", "user_id"), message.user_id)]
+    block = _block(message)
+    if block is not None:  # only an invalid message has none; validation says so
+        out.append(Field(("message", block[0]), block[1]))
     out += [Field(("message", "attributes", name), source) for name, source in message.attributes]
     return out
 
 
-def _block(message: V1Message) -> tuple[str, str]:
+def _block(message: V1Message) -> tuple[str, str] | None:
     for key in ("block_name", "block_id", "flow_name"):
         value = getattr(message, key)
         if value is not None:
             return key, value
-    raise AssertionError("a validated message always names its block")
+    return None
 
 
 class QueryBuilder:
@@ -84,8 +85,10 @@ class QueryBuilder:
         names: dict[str, str],
         tag: str | None,
     ) -> None:
-        block_key, _ = _block(message)
-        self._block_param = names[block_key]
+        block = _block(message)
+        if block is None:
+            raise ValueError("a message without a block cannot be built")
+        self._block_param = names[block[0]]
         self._prefix = f"{endpoint.base_url}/bots/{_q(endpoint.bot_id)}/users/"
         # "*" stays readable so a masked preview shows bot_token=***
         token = quote(endpoint.token, safe="*")

@@ -24,12 +24,15 @@ def template_fields(message: V1Message) -> list[Field]:
     return _query.fields(message)
 
 
-def check(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     problems = check_attributes(data.get("attributes") or {})
     has = [key for key in ("block_name", "block_id", "flow_name") if key in data]
     if len(has) > 1:
         problems.append(
-            (("message", has[1]), f"give one of block_name, block_id, flow_name, not {' and '.join(has)}")
+            (
+                ("message", has[1]),
+                f"give one of block_name, block_id, flow_name, not {' and '.join(has)}",
+            )
         )
     elif not has:
         problems.append((("message",), "expected one of block_name, block_id, flow_name"))

@@ -23,7 +23,7 @@ def template_fields(message: V1Message) -> list[Field]:
     return _query.fields(message)
 
 
-def check(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     problems = check_attributes(data.get("attributes") or {})
     has = [key for key in ("block_name", "block_id") if key in data]
     if len(has) == 2:

@@ -35,21 +35,33 @@ def _opt(data: dict[str, Any], key: str) -> str | None:
 
 def template_fields(message: V2Message) -> list[Field]:
     """Identifiers and tokens (lenient: a missing value is left out), then message texts."""
-    out = [Field(("message", "customer", key), source, lenient=True) for key, source in message.customer]
+    out = [
+        Field(("message", "customer", key), source, lenient=True)
+        for key, source in message.customer
+    ]
     for key in _TOKENS:
         source = getattr(message, key)
         if source is not None:
             out.append(Field(("message", key), source, lenient=True))
-    out += [Field(("message", "messages", i, "text"), text) for i, text in enumerate(message.messages)]
+    out += [
+        Field(("message", "messages", i, "text"), text) for i, text in enumerate(message.messages)
+    ]
     return out
 
 
 def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     problems: list[tuple[tuple[str | int, ...], str]] = []
     customer = data.get("customer")
-    if isinstance(customer, dict) and customer and not any(str(v).strip() for v in customer.values()):
+    if (
+        isinstance(customer, dict)
+        and customer
+        and not any(str(v).strip() for v in customer.values())
+    ):
         problems.append(
-            (("message", "customer"), "no customer identifier template: give id, email, phone or fbid")
+            (
+                ("message", "customer"),
+                "no customer identifier template: give id, email, phone or fbid",
+            )
         )
     if "block_id" in data and "messages" in data:
         problems.append((("message", "messages"), "give block_id or messages, not both"))
@@ -61,7 +73,10 @@ def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
 class Builder:
     def __init__(self, message: V2Message, endpoint: Endpoint) -> None:
         self._url = f"{endpoint.base_url}/bots/{quote(endpoint.bot_id, safe='')}/send"
-        self._headers = {"Authorization": f"Bearer {endpoint.token}", "Content-Type": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {endpoint.token}",
+            "Content-Type": "application/json",
+        }
         self._ids = [key for key, _ in message.customer]
         self._tokens = [key for key in _TOKENS if getattr(message, key) is not None]
         constant: dict[str, Any] = {}

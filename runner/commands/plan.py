@@ -54,19 +54,40 @@ def plan(
         items = itertools.islice(items, limit)
     write = writer.write
     for item in items:
-        if type(item) is pipeline.Prepared:
+        if isinstance(item, pipeline.Prepared):
             request = item.request.for_report()
-            write({"row": item.row, "recipient": item.recipient, "status": "planned",
-                   "reason": None, "http_status": None, "attempts": 0, "result": None,
-                   "error": None, "latency_ms": None, "request": request})
+            write(
+                {
+                    "row": item.row,
+                    "recipient": item.recipient,
+                    "status": "planned",
+                    "reason": None,
+                    "http_status": None,
+                    "attempts": 0,
+                    "result": None,
+                    "error": None,
+                    "latency_ms": None,
+                    "request": request,
+                }
+            )
             if len(samples) < SAMPLES:
                 samples.append({"row": item.row, "recipient": item.recipient, "request": request})
             if digest:
                 digest.add(item)
         else:
-            write({"row": item.row, "recipient": item.recipient, "status": "skipped",
-                   "reason": item.reason, "http_status": None, "attempts": 0, "result": None,
-                   "error": None, "latency_ms": None})
+            write(
+                {
+                    "row": item.row,
+                    "recipient": item.recipient,
+                    "status": "skipped",
+                    "reason": item.reason,
+                    "http_status": None,
+                    "attempts": 0,
+                    "result": None,
+                    "error": None,
+                    "latency_ms": None,
+                }
+            )
     if digest:
         digest.close()
     planned = writer.tally.counts["planned"]
@@ -103,8 +124,10 @@ def text(result: PlanResult) -> str:
     ]
     for reason, n in s["skipped_by_reason"].items():
         lines.append(f"    {n:>6}  {reason}")
-    lines.append(f"  estimated duration  {_duration(s['estimated_duration_s'])} at "
-                 f"{c.bot.rate_limit} requests/s")
+    lines.append(
+        f"  estimated duration  {_duration(s['estimated_duration_s'])} at "
+        f"{c.bot.rate_limit} requests/s"
+    )
     if result.samples:
         lines += ["", f"First {len(result.samples)} requests (token masked):"]
         for sample in result.samples:

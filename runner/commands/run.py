@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -59,8 +60,11 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
     loaded = _load_all(paths)
     if options.dry_run:
         plans = [
-            plan(c.path, report_dir=_report_dir(options.report, c, len(loaded), "plan"),
-                 sandbox=options.sandbox)
+            plan(
+                c.path,
+                report_dir=_report_dir(options.report, c, len(loaded), "plan"),
+                sandbox=options.sandbox,
+            )
             for c in loaded
         ]
         return RunResult([], 0, options.sandbox, plans)
@@ -101,15 +105,22 @@ async def _run(
 ) -> RunResult:
     mock: MockServer | None = None
     if endpoints is None:
-        mock = MockServer(MockOptions(rate=max(c.bot.rate_limit for c in loaded),
-                                      keep_params=False))
+        mock = MockServer(
+            MockOptions(rate=max(c.bot.rate_limit for c in loaded), keep_params=False)
+        )
         base = await mock.start()
         if not options.quiet:
-            print(f"SANDBOX: sending to a local mock server at {base}; nothing is sent for real.",
-                  file=sys.stderr)
+            print(
+                f"SANDBOX: sending to a local mock server at {base}; nothing is sent for real.",
+                file=sys.stderr,
+            )
         endpoints = [
-            pipeline.endpoint(c, strict=False, token=SANDBOX_TOKEN,
-                              base_url=base + ("/public" if c.bot.api == "v2" else ""))
+            pipeline.endpoint(
+                c,
+                strict=False,
+                token=SANDBOX_TOKEN,
+                base_url=base + ("/public" if c.bot.api == "v2" else ""),
+            )
             for c in loaded
         ]
     try:
@@ -125,8 +136,9 @@ async def _broadcast(
 ) -> RunResult:
     rid = run_id()
     masker = Masker(e.token for e in endpoints)
-    pacers = pacing.shared([((e.base_url, e.bot_id), c.bot.rate_limit)
-                            for c, e in zip(loaded, endpoints, strict=True)])
+    pacers = pacing.shared(
+        [((e.base_url, e.bot_id), c.bot.rate_limit) for c, e in zip(loaded, endpoints, strict=True)]
+    )
     jobs: list[Job] = []
     kind = "sandbox" if options.sandbox else "run"
     for c, target, pacer in zip(loaded, endpoints, pacers, strict=True):
@@ -135,12 +147,18 @@ async def _broadcast(
         items = pipeline.prepare(c, target)
         first = next(items, None)  # an unreadable audience fails here, before any request
         stream = items if first is None else itertools.chain([first], items)
-        jobs.append(Job(
-            campaign=c, items=stream,
-            report=ReportWriter(_report_dir(options.report, c, len(loaded), kind)),
-            state=state.CampaignState(state_path, c.name, rid), pacer=pacer, masker=masker,
-            retry_failed=options.retry_failed, resend_uncertain=options.resend_uncertain,
-        ))
+        jobs.append(
+            Job(
+                campaign=c,
+                items=stream,
+                report=ReportWriter(_report_dir(options.report, c, len(loaded), kind)),
+                state=state.CampaignState(state_path, c.name, rid),
+                pacer=pacer,
+                masker=masker,
+                retry_failed=options.retry_failed,
+                resend_uncertain=options.resend_uncertain,
+            )
+        )
     engine = Engine(jobs)
     started = time.monotonic()
     hard_stop = await _drive(engine, jobs, options.quiet)
@@ -164,14 +182,21 @@ async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> bool:
         nonlocal signals
         signals += 1
         if signals == 1:
-            print("\nstopping: no new requests; finishing those in flight "
-                  "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            print(
+                "\nstopping: no new requests; finishing those in flight "
+                "(press Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
             engine.interrupt()
         else:
             main.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    # Signals reach only the main thread; embedded in another thread, the caller stops us.
+    handle_signals = threading.current_thread() is threading.main_thread()
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
     progress = asyncio.ensure_future(Progress(jobs, quiet=quiet).run())
     try:
         await main
@@ -185,8 +210,9 @@ async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> bool:
     finally:
         progress.cancel()
         await asyncio.gather(progress, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def _finish(job: Job, rid: str, duration: float, sandbox: bool) -> CampaignResult:
@@ -209,12 +235,19 @@ def _finish(job: Job, rid: str, duration: float, sandbox: bool) -> CampaignResul
         note = "Interrupted: rows not reached were not sent; run again to continue."
     summary = job.report.finish(
         {
-            "campaign": c.name, "api": c.bot.api, "mode": "sandbox" if sandbox else "run",
-            "sandbox": sandbox, "run_id": rid, "state": str(job.state.path),
+            "campaign": c.name,
+            "api": c.bot.api,
+            "mode": "sandbox" if sandbox else "run",
+            "sandbox": sandbox,
+            "run_id": rid,
+            "state": str(job.state.path),
             "duration_s": round(duration, 3),
             "requests_per_s": round(requests / span, 2) if span > 0 and requests > 1 else None,
-            "rate_limit": c.bot.rate_limit, "aborted": job.aborted,
-            "interrupted": job.interrupted, "exit_code": code, "note": note,
+            "rate_limit": c.bot.rate_limit,
+            "aborted": job.aborted,
+            "interrupted": job.interrupted,
+            "exit_code": code,
+            "note": note,
         },
         title=f"{'Sandbox run' if sandbox else 'Run'}: {c.name}",
     )
@@ -235,9 +268,11 @@ def text(result: RunResult) -> str:
         s = r.summary
         n = s["counts"]
         rate = f", {s['requests_per_s']} requests/s" if s.get("requests_per_s") else ""
-        lines.append(f"{r.campaign.name}: {n['sent']} sent, {n['failed']} failed, "
-                     f"{n['skipped']} skipped, {n['uncertain']} uncertain "
-                     f"in {s['duration_s']} s{rate}")
+        lines.append(
+            f"{r.campaign.name}: {n['sent']} sent, {n['failed']} failed, "
+            f"{n['skipped']} skipped, {n['uncertain']} uncertain "
+            f"in {s['duration_s']} s{rate}"
+        )
         if s["skipped_by_reason"]:
             reasons = ", ".join(f"{v} {k}" for k, v in s["skipped_by_reason"].items())
             lines.append(f"  skipped: {reasons}")
@@ -245,8 +280,9 @@ def text(result: RunResult) -> str:
             detail = entry["error"] or entry["result"] or ""
             lines.append(f"  {entry['status']}: row {entry['row']} {entry['recipient']} {detail}")
         if len(r.not_delivered) > 10:
-            lines.append(f"  ... {len(r.not_delivered) - 10} more: campaign status "
-                         f"{r.campaign.path}")
+            lines.append(
+                f"  ... {len(r.not_delivered) - 10} more: campaign status {r.campaign.path}"
+            )
         if s.get("aborted"):
             lines.append(f"  ABORTED: {s['aborted']}")
         lines.append(f"  report: {s['report']}")

@@ -19,8 +19,10 @@ def text(report: dict[str, Any]) -> str:
     lines = [f"{report['campaign']} ({report['state']})"]
     lines += [f"  {name:<10} {counts[name]}" for name in ("sent", "failed", "uncertain")]
     if counts.get("sending"):
-        lines.append(f"  {'sending':<10} {counts['sending']} (a run is going, or died: "
-                     "the next run reports them as uncertain)")
+        lines.append(
+            f"  {'sending':<10} {counts['sending']} (a run is going, or died: "
+            "the next run reports them as uncertain)"
+        )
     missing = report["not_delivered"]
     if missing:
         lines += ["", "Not delivered:"]
