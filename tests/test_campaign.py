@@ -311,3 +311,44 @@ def test_expand_takes_files_folders_and_globs(tmp_path: Path) -> None:
     assert campaigns.expand([str(tmp_path / "*.yaml"), str(tmp_path / "three.yaml")]) == [
         tmp_path / "three.yaml"
     ]
+
+
+def _mutations(data: object, path: tuple = ()) -> list[tuple[tuple, object]]:
+    out: list[tuple[tuple, object]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out += _mutations(value, (*path, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out += _mutations(value, (*path, i))
+    for replacement in (None, 5, "", [1], {"k": 1}, True, "{{"):
+        out.append((path, replacement))
+    return out
+
+
+def _replace(data: object, path: tuple, value: object) -> object:
+    if not path:
+        return value
+    import copy
+
+    data = copy.deepcopy(data)
+    node = data
+    for part in path[:-1]:
+        node = node[part]  # type: ignore[index]
+    node[path[-1]] = value  # type: ignore[index]
+    return data
+
+
+@pytest.mark.parametrize("good", [GOOD_V1, GOOD_V2, GOOD_V1.replace("api: v1", "api: chatfuel")])
+def test_no_shape_of_bad_input_crashes_validation(good: str, tmp_path: Path) -> None:
+    """Every value of a good campaign swapped for every wrong type: problems, never a crash."""
+    import yaml
+
+    (tmp_path / "customers.csv").write_text("id\n1\n")
+    data = yaml.safe_load(good)
+    path = tmp_path / "c.yaml"
+    for where, value in _mutations(data):
+        path.write_text(yaml.safe_dump(_replace(data, where, value)))
+        problems, _ = campaigns.problems_of(path)  # must not raise
+        if not any(p.severity == "error" for p in problems):
+            campaigns.load(path)  # and a file that passes must build

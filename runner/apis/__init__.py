@@ -58,8 +58,10 @@ def message_api(message: Message) -> str:
 RESERVED_PARAMETERS = frozenset({"bot_token", "block_name", "block_id", "messaging_tag"})
 
 
-def check_attributes(attributes: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+def check_attributes(attributes: Any) -> list[tuple[tuple[str | int, ...], str]]:
     problems: list[tuple[tuple[str | int, ...], str]] = []
+    if not isinstance(attributes, Mapping):
+        return problems  # the schema reports the wrong type
     for name in attributes:
         path = ("message", "attributes", name)
         if name.startswith("chatfuel_"):

@@ -1,0 +1,109 @@
+"""The request builders: exactly SPEC §1, for the preview and the broadcast alike."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import orjson
+import pytest
+
+from runner.apis import Request, chatfuel, v1, v2
+from runner.model import Endpoint, V1Message, V2Message
+
+ENDPOINT = Endpoint("https://api.smax.bot", "6123abcd", "t0k&n=")
+TRICKY = "Lan & Hoa = 100% 🎉 +x/y?z#w"
+
+
+def query(request: Request) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(request.url).query, keep_blank_values=True, strict_parsing=True)
+
+
+def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
+    message = V1Message(user_id="", block_name="Spring Sale", messaging_tag="ACCOUNT_UPDATE",
+                        attributes=(("greeting", ""), ("note", "")))
+    recipient, request = v1.builder(message, ENDPOINT).build(["u 1/2", "Spring Sale", TRICKY, ""])
+    assert recipient == "u 1/2"
+    assert request.method == "POST" and request.body is None
+    assert request.headers == {"Content-Type": "application/json"}
+    parts = urlsplit(request.url)
+    assert parts.path == "/bots/6123abcd/users/u%201%2F2/send"
+    assert unquote(parts.path.split("/")[4]) == "u 1/2"
+    assert query(request) == [
+        ("bot_token", "t0k&n="),
+        ("block_name", "Spring Sale"),
+        ("greeting", TRICKY),
+        ("note", ""),
+        ("messaging_tag", '"ACCOUNT_UPDATE"'),  # the documented, quoted form
+    ]
+
+
+def test_v1_block_id_and_no_tag() -> None:
+    message = V1Message(user_id="", block_id="42")
+    _, request = v1.builder(message, ENDPOINT).build(["7", "42"])
+    assert query(request)[1:] == [("block_id", "42")]
+
+
+def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
+    message = V1Message(user_id="", flow_name="Welcome", messaging_tag="ACCOUNT_UPDATE",
+                        attributes=(("plan", ""),))
+    _, request = chatfuel.builder(message, ENDPOINT).build(["7", "Welcome", "PRO"])
+    assert query(request) == [
+        ("chatfuel_token", "t0k&n="),
+        ("chatfuel_flow_name", "Welcome"),
+        ("plan", "PRO"),
+        ("chatfuel_message_tag", "ACCOUNT_UPDATE"),
+    ]
+
+
+def test_v1_skips_an_empty_recipient() -> None:
+    builder = v1.builder(V1Message(user_id="", block_name="B"), ENDPOINT)
+    assert builder.build(["  ", "B"]) == "no recipient id"
+    assert builder.build(["1", ""]) == "block_name renders empty"
+
+
+def test_a_masked_preview_shows_the_mask_plainly() -> None:
+    masked = Endpoint("https://api.smax.bot", "1", "***")
+    _, request = v1.builder(V1Message(user_id="", block_name="B"), masked).build(["1", "B"])
+    assert "bot_token=***&" in request.url
+
+
+def v2_builder(**fields: object) -> v2.Builder:
+    base: dict[str, object] = {"customer": (("id", ""), ("email", ""), ("phone", ""))}
+    base.update(fields)
+    return v2.builder(V2Message(**base), ENDPOINT)  # type: ignore[arg-type]
+
+
+def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() -> None:
+    builder = v2_builder(messages=("Xin chào", "🎉"), notification_messages_token="",
+                         messaging_tag="POST_PURCHASE_UPDATE", priority=("phone", "email"))
+    recipient, request = builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"])
+    assert recipient == "+84 90"  # no id: the first identifier in priority order
+    assert request.url == "https://api.smax.bot/bots/6123abcd/send"
+    assert request.headers["Authorization"] == "Bearer t0k&n="
+    assert orjson.loads(request.body or b"") == {
+        "customer_email": "a@b.c",
+        "customer_phone": "+84 90",
+        "messages": [{"text": "Xin chào An"}, {"text": "🎉"}],
+        "messaging_tag": "POST_PURCHASE_UPDATE",
+        "priority": ["phone", "email"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "recipient"),
+    [
+        (["c-1", "a@b.c", "+84"], "c-1"),  # the id wins
+        (["", "a@b.c", "+84"], "+84"),  # then the default priority: fbid, phone, email
+        (["", "a@b.c", ""], "a@b.c"),
+    ],
+)
+def test_v2_recipient_key(values: list[str], recipient: str) -> None:
+    got = v2_builder(block_id="9").build(values)
+    assert not isinstance(got, str) and got[0] == recipient
+    assert orjson.loads(got[1].body or b"")["block_id"] == "9"
+
+
+def test_v2_without_any_identifier_or_with_an_empty_text_is_skipped() -> None:
+    assert v2_builder(block_id="9").build(["", "", " "]) == "no recipient id"
+    builder = v2_builder(messages=("x",))
+    assert builder.build(["1", "", "", " "]) == "message.messages[0].text renders empty"

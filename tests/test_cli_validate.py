@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import Result
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_examples_validate(invoke: Callable[..., Result]) -> None:
+    result = invoke("validate", REPO / "campaigns")
+    assert result.exit_code == 0
+    assert result.output == "3 campaign files valid\n"
+
+
+def test_an_invalid_file_exits_2_with_every_problem(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("bad.yaml", "version: 2\nname: x\n")
+    result = invoke("validate", "bad.yaml")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "bad.yaml:1:1: missing required key 'audience'",
+        "bad.yaml:1:1: missing required key 'bot'",
+        "bad.yaml:1:1: missing required key 'message'",
+        "bad.yaml:1:10: version: expected 1, got 2",
+        "1 of 1 campaign file invalid",
+    ]
+
+
+def test_folders_globs_and_several_files(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    good = (REPO / "campaigns" / "spring-sale.yaml").read_text()
+    write("c/customers.csv", "messenger_user_id,first_name,opted_in\n1,An,yes\n")
+    write("c/a.yaml", good)
+    write("c/b.yml", good.replace("spring-sale-2026", "other"))
+    write("c/broken.yaml", "name: [")
+    result = invoke("validate", "c/*.y*ml")
+    assert result.exit_code == 2
+    assert "2 of 3" not in result.output and "1 of 3 campaign files invalid" in result.output
+    assert invoke("validate", "c/a.yaml", "c/b.yml").exit_code == 0
+
+
+def test_json_output_for_machines(invoke: Callable[..., Result], write: Callable[..., Path]) -> None:
+    write("bad.yaml", "version: 1\nname: Bad Name\n")
+    result = invoke("validate", "--output", "json", "bad.yaml")
+    assert result.exit_code == 2
+    data = json.loads(result.output)
+    assert data["valid"] is False
+    assert data["files"][0]["problems"][-1] == {
+        "file": "bad.yaml", "line": 2, "column": 7, "path": "name", "severity": "error",
+        "message": "expected a slug: lowercase letters, digits, '-' and '_', at most 100 "
+                   "(e.g. spring-sale-2026); got 'Bad Name'",
+    }
+
+
+def test_nothing_to_validate_is_a_usage_error(invoke: Callable[..., Result], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke("validate", "empty")
+    assert result.exit_code == 2
+    assert result.output == "no campaign files found in empty\n"
+    result = invoke("validate", "nothing-*.yaml")
+    assert (result.exit_code, result.output) == (2, "nothing-*.yaml: no campaign files match\n")
+
+
+def test_schema_prints_the_packaged_schema(invoke: Callable[..., Result]) -> None:
+    result = invoke("schema")
+    assert json.loads(result.output) == json.loads((REPO / "schemas/campaign.schema.json").read_text())
+
+
+def test_python_dash_m_runner_works(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "runner", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.startswith("campaign, version ")
+
+
+def test_garbage_never_yields_a_traceback(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    samples = [b"\x00\x01\x02", b"\xff\xfe", b"[1, 2", b"- a\n- b", b"version: 1\nbot: 5\n",
+               b"version: 1\nmessage: {attributes: [1]}\naudience: {where: 5}\n", b"{{"]
+    for i, data in enumerate(samples):
+        (tmp_path / f"g{i}.yaml").write_bytes(data)
+        result = invoke("validate", f"g{i}.yaml")
+        assert result.exit_code == 2, data
+        assert "Traceback" not in result.output

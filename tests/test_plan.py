@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import Result
+
+from tests.conftest import results, summary
+
+REPO = Path(__file__).resolve().parent.parent
+
+CAMPAIGN = """\
+version: 1
+name: spring
+bot:
+  id: "6123abcd"
+  token: ${PLAN_TOKEN}
+audience:
+  file: people.csv
+  where: customer.opted_in == "yes"
+message:
+  user_id: "{{ customer.id }}"
+  block_name: Spring Sale
+  attributes:
+    greeting: "Hi {{ customer.first_name }}"
+"""
+PEOPLE = """id,first_name,opted_in
+1,An,yes
+2,,yes
+3,Chi,no
+1,An,yes
+,Em,yes
+4,Giang
+5,Hoa & Co,yes
+"""
+
+
+def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
+    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: object
+) -> None:
+    os.environ["PLAN_TOKEN"] = "very-secret-token"
+    try:
+        write("c.yaml", CAMPAIGN)
+        write("people.csv", PEOPLE)
+        result = invoke("plan", "c.yaml", "--report", "out")
+    finally:
+        del os.environ["PLAN_TOKEN"]
+    assert result.exit_code == 0
+    assert "very-secret-token" not in result.output
+    lines = result.output.splitlines()
+    assert lines[:12] == [
+        "Plan for spring (v1, bot 6123abcd, 25 requests/s)",
+        "",
+        "  rows read      7",
+        "  to send        2",
+        "  skipped        5",
+        "         1  undefined: 'dict object' has no attribute 'first_name' in "
+        "message.attributes.greeting",
+        "         1  filtered",
+        "         1  duplicate",
+        "         1  undefined: 'dict object' has no attribute 'id' in message.user_id",
+        "         1  expected 3 fields, found 2",
+        "  estimated duration  0.1 s at 25 requests/s",
+        "",
+    ]
+    assert ("    POST https://api.smax.bot/bots/6123abcd/users/5/send?bot_token=***&"
+            "block_name=Spring%20Sale&greeting=Hi%20Hoa%20%26%20Co") in lines
+    assert lines[-1] == "Dry run: nothing was sent."
+    got = results(Path("out"))
+    assert [(r["row"], r["status"], r["reason"]) for r in got] == [
+        (1, "planned", None),
+        (2, "skipped",
+         "undefined: 'dict object' has no attribute 'first_name' in message.attributes.greeting"),
+        (3, "skipped", "filtered"),
+        (4, "skipped", "duplicate of row 1"),
+        (5, "skipped", "undefined: 'dict object' has no attribute 'id' in message.user_id"),
+        (6, "skipped", "expected 3 fields, found 2"),
+        (7, "planned", None),
+    ]
+    assert got[0]["request"] == {
+        "method": "POST",
+        "url": "https://api.smax.bot/bots/6123abcd/users/1/send?bot_token=***&"
+               "block_name=Spring%20Sale&greeting=Hi%20An",
+        "body": None,
+    }
+    s = summary(Path("out"))
+    assert s["counts"] == {"planned": 2, "sent": 0, "failed": 0, "skipped": 5, "uncertain": 0}
+    assert s["exit_code"] == 0 and s["mode"] == "plan"
+    md = (Path("out") / "summary.md").read_text()
+    assert md.startswith("## Plan: spring\n") and "Dry run: nothing was sent." in md
+    for name in ("results.jsonl", "summary.json", "summary.md"):
+        assert "very-secret-token" not in (Path("out") / name).read_text()
+
+
+def test_plan_needs_no_secret_and_limit_stops_early(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("c.yaml", CAMPAIGN)
+    write("people.csv", PEOPLE)
+    result = invoke("plan", "c.yaml", "--limit", "3", "--report", "out")
+    assert result.exit_code == 0
+    assert "  rows read      3 (first 3 only)" in result.output
+    assert len(results(Path("out"))) == 3
+
+
+def test_plan_json_output_and_default_report_folder(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("c.yaml", CAMPAIGN)
+    write("people.csv", PEOPLE)
+    result = invoke("plan", "c.yaml", "--output", "json")
+    data = json.loads(result.output)
+    assert data["summary"]["counts"]["planned"] == 2
+    assert len(data["samples"]) == 2
+    report = Path(data["summary"]["report"])
+    assert report.parent == Path("reports/spring") and report.name.startswith("plan-")
+
+
+def test_plan_appends_to_the_github_step_summary(
+    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: object, tmp_path: Path
+) -> None:
+    write("c.yaml", CAMPAIGN)
+    write("people.csv", PEOPLE)
+    step = tmp_path / "step.md"
+    step.write_text("before\n")
+    os.environ["GITHUB_STEP_SUMMARY"] = str(step)
+    try:
+        invoke("plan", "c.yaml")
+    finally:
+        del os.environ["GITHUB_STEP_SUMMARY"]
+    text = step.read_text()
+    assert text.startswith("before\n## Plan: spring\n")
+
+
+def test_every_example_plans_and_an_invalid_one_exits_2(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    for example in sorted((REPO / "campaigns").glob("*.yaml")):
+        result = invoke("plan", example, "--sandbox")
+        assert result.exit_code == 0, result.output
+        assert "[sandbox]" in result.output
+    write("bad.yaml", "version: 1\n")
+    result = invoke("plan", "bad.yaml")
+    assert result.exit_code == 2
+    assert result.output.endswith("3 problems: nothing was sent\n") or "nothing was sent" in result.output

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+
+from runner.model import Field
+from runner.render import FILTERED, Renderer, Skip
+
+CONTEXT = {"vars": {"season": "spring"}, "campaign": {"name": "c", "description": ""}}
+
+
+def renderer(*sources: str | tuple[str, bool], where: str | None = None) -> Renderer:
+    fields = []
+    for i, source in enumerate(sources):
+        text, lenient = source if isinstance(source, tuple) else (source, False)
+        fields.append(Field(("message", f"f{i}"), text, lenient))
+    return Renderer(fields, where, CONTEXT)
+
+
+def test_constants_templates_vars_and_campaign() -> None:
+    r = renderer("Spring Sale", "Hi {{ customer.name }}", "{{ vars.season }}/{{ campaign.name }}")
+    assert r.render({"name": "An"}) == ["Spring Sale", "Hi An", "spring/c"]
+
+
+def test_a_missing_value_skips_the_row_with_the_field_that_needed_it() -> None:
+    r = renderer("{{ customer.id }}", "Hi {{ customer.first_name }}")
+    assert r.render({"id": "1"}) == Skip(
+        "undefined: 'dict object' has no attribute 'first_name' in message.f1"
+    )
+
+
+def test_default_is_the_way_to_write_a_fallback() -> None:
+    r = renderer("Hi {{ customer.first_name | default('there') }}")
+    assert r.render({}) == ["Hi there"]
+
+
+def test_optional_fields_render_a_missing_value_as_empty() -> None:
+    r = renderer(("{{ customer.email }}", True), ("{{ customer.profile.phone }}", True), "x")
+    assert r.render({}) == ["", "", "x"]
+
+
+def test_where_filters_before_anything_else_renders() -> None:
+    r = renderer("{{ customer.name }}", where='customer.opted_in == "yes"')
+    assert r.render({"opted_in": "no"}) is FILTERED  # no name, yet not an error: filtered first
+    assert r.render({"opted_in": "yes", "name": "An"}) == ["An"]
+    assert r.render({"name": "An"}) == Skip(
+        "undefined: 'dict object' has no attribute 'opted_in' in audience.where"
+    )
+
+
+def test_filter_errors_name_the_field() -> None:
+    r = renderer("{{ customer.n | int // 0 }}")
+    assert r.render({"n": "3"}) == Skip(
+        "template error: ZeroDivisionError: integer division or modulo by zero in message.f0"
+    )
+
+
+def test_a_value_holding_the_internal_separator_still_renders_exactly() -> None:
+    r = renderer("{{ customer.a }}", "{{ customer.b }}")
+    assert r.render({"a": "x\x1ey", "b": "z"}) == ["x\x1ey", "z"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ customer.__class__ }}",
+        "{{ customer.items }}",
+        "{{ customer.keys() }}",
+        "{{ ''.__class__.__mro__ }}",
+        "{{ vars.__init__.__globals__ }}",
+        "{{ campaign.__class__.__subclasses__() }}",
+    ],
+)
+def test_templates_cannot_reach_python_internals(template: str) -> None:
+    got = renderer(template).render({"name": "An"})
+    assert isinstance(got, Skip)  # the row is skipped: nothing rendered at all
+    for leak in ("<class", "<built-in", "<method", "<function", "object at 0x"):
+        assert leak not in got
+
+
+def test_no_environment_variables_or_helpers_are_reachable() -> None:
+    for template in ("{{ env }}", "{{ environ }}", "{{ lipsum }}", "{{ cycler }}"):
+        assert isinstance(renderer(template).render({}), Skip)
+
+
+def test_a_field_named_like_a_dict_method_is_the_field() -> None:
+    assert renderer("{{ customer.items }}").render({"items": "3 books"}) == ["3 books"]
