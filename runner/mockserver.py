@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,6 @@ from aiohttp import web
 from runner.secrets import Masker
 
 TAGS = {"CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE"}
-_V1_PARAMS = {"bot_token", "block_name", "block_id", "messaging_tag"}
 _CF_BLOCKS = ("chatfuel_block_name", "chatfuel_block_id", "chatfuel_flow_name")
 _V2_IDS = ("customer_id", "customer_email", "customer_phone", "customer_fbid")
 _PAGE = """campaign-runner mock server: a local stand-in for the Broadcasting APIs.
@@ -74,8 +74,6 @@ class MockServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve in the running loop; returns the base URL."""
-        if self.options.log:
-            self._log = self.options.log.open("ab")
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -103,8 +101,7 @@ class MockServer:
         else:
             api, token = "v1", query.get("bot_token", "")
             problem = _check_v1(query)
-        params = dict(query) if self.options.keep_params else {}
-        return await self._answer(api, bot, user, token, problem, params)
+        return await self._answer(api, bot, user, token, problem, query)
 
     async def _v2(self, request: web.Request) -> web.Response:
         bot = request.match_info["bot"]
@@ -118,8 +115,9 @@ class MockServer:
         recipient = ""
         if isinstance(body, dict):
             recipient = next((str(body[k]) for k in _V2_IDS if body.get(k)), "")
-        params = body if isinstance(body, dict) and self.options.keep_params else {}
-        return await self._answer("v2", bot, recipient, token, problem, params)
+        return await self._answer(
+            "v2", bot, recipient, token, problem, body if isinstance(body, dict) else {}
+        )
 
     async def _answer(
         self,
@@ -128,12 +126,15 @@ class MockServer:
         recipient: str,
         token: str,
         problem: str | None,
-        params: dict[str, Any],
+        raw: Mapping[str, Any],
     ) -> web.Response:
         now = time.monotonic()
         status, payload, headers = self._decide(bot, token, problem, now)
+        params = dict(raw) if self.options.keep_params or self.options.log else {}
         self.arrivals.append(Arrival(now, api, bot, recipient, status, params))
-        if self._log is not None:
+        if self.options.log is not None:
+            if self._log is None:
+                self._log = self.options.log.open("ab")
             masked = Masker([token])
             entry = {
                 "t": time.time(),

@@ -70,14 +70,29 @@ def v1_campaign(tmp_path: Path) -> Callable[..., Path]:
     """A V1 campaign with an N-row audience, pointed at ``base_url``."""
 
     def _make(
-        base_url: str, rows: int = 5, *, name: str = "test-campaign", rate: int = 1000,
-        concurrency: int = 5, timeout: float = 5, retries: int = 2, max_failures: int = 50,
+        base_url: str,
+        rows: int = 5,
+        *,
+        name: str = "test-campaign",
+        rate: int = 1000,
+        concurrency: int = 5,
+        timeout: float = 5,
+        retries: int = 2,
+        max_failures: int = 50,
     ) -> Path:
         (tmp_path / "customers.csv").write_text(customers_csv(rows), encoding="utf-8")
         path = tmp_path / f"{name}.yaml"
-        path.write_text(V1_CAMPAIGN.format(
-            name=name, base_url=base_url, rate=rate, concurrency=concurrency, timeout=timeout,
-            retries=retries, max_failures=max_failures))
+        path.write_text(
+            V1_CAMPAIGN.format(
+                name=name,
+                base_url=base_url,
+                rate=rate,
+                concurrency=concurrency,
+                timeout=timeout,
+                retries=retries,
+                max_failures=max_failures,
+            )
+        )
         return path
 
     return _make

@@ -19,8 +19,12 @@ def query(request: Request) -> list[tuple[str, str]]:
 
 
 def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
-    message = V1Message(user_id="", block_name="Spring Sale", messaging_tag="ACCOUNT_UPDATE",
-                        attributes=(("greeting", ""), ("note", "")))
+    message = V1Message(
+        user_id="",
+        block_name="Spring Sale",
+        messaging_tag="ACCOUNT_UPDATE",
+        attributes=(("greeting", ""), ("note", "")),
+    )
     recipient, request = v1.builder(message, ENDPOINT).build(["u 1/2", "Spring Sale", TRICKY, ""])
     assert recipient == "u 1/2"
     assert request.method == "POST" and request.body is None
@@ -44,8 +48,9 @@ def test_v1_block_id_and_no_tag() -> None:
 
 
 def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
-    message = V1Message(user_id="", flow_name="Welcome", messaging_tag="ACCOUNT_UPDATE",
-                        attributes=(("plan", ""),))
+    message = V1Message(
+        user_id="", flow_name="Welcome", messaging_tag="ACCOUNT_UPDATE", attributes=(("plan", ""),)
+    )
     _, request = chatfuel.builder(message, ENDPOINT).build(["7", "Welcome", "PRO"])
     assert query(request) == [
         ("chatfuel_token", "t0k&n="),
@@ -74,8 +79,12 @@ def v2_builder(**fields: object) -> v2.Builder:
 
 
 def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() -> None:
-    builder = v2_builder(messages=("Xin chào", "🎉"), notification_messages_token="",
-                         messaging_tag="POST_PURCHASE_UPDATE", priority=("phone", "email"))
+    builder = v2_builder(
+        messages=("Xin chào", "🎉"),
+        notification_messages_token="",
+        messaging_tag="POST_PURCHASE_UPDATE",
+        priority=("phone", "email"),
+    )
     recipient, request = builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"])
     assert recipient == "+84 90"  # no id: the first identifier in priority order
     assert request.url == "https://api.smax.bot/bots/6123abcd/send"

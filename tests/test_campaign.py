@@ -72,42 +72,80 @@ def test_the_good_campaigns_are_valid(check: Callable[[str], list[str]]) -> None
     ("old", "new", "expected"),
     [
         ("version: 1", "version: 2", "c.yaml:1:10: version: expected 1, got 2"),
-        ("name: spring-sale", "name: Spring Sale",
-         "c.yaml:2:7: name: expected a slug: lowercase letters, digits, '-' and '_', at most 100 "
-         "(e.g. spring-sale-2026); got 'Spring Sale'"),
-        ("message:", "mesage:",
-         "c.yaml:1:1: missing required key 'message'\n"
-         "c.yaml:10:1: mesage: unknown key 'mesage'; did you mean 'message'? (expected one of: "
-         "audience, bot, delivery, description, message, name, vars, version)"),
-        ("  api: v1", "  api: v3",
-         "c.yaml:4:8: bot.api: expected one of: v1, v2, chatfuel; got 'v3'"),
-        ("  id: \"6123abcd\"", "  id: [1]", "c.yaml:5:7: bot.id: expected a string or an integer, "
-         "got a list"),
+        (
+            "name: spring-sale",
+            "name: Spring Sale",
+            "c.yaml:2:7: name: expected a slug: lowercase letters, digits, '-' and '_', at most 100 "
+            "(e.g. spring-sale-2026); got 'Spring Sale'",
+        ),
+        (
+            "message:",
+            "mesage:",
+            "c.yaml:1:1: missing required key 'message'\n"
+            "c.yaml:10:1: mesage: unknown key 'mesage'; did you mean 'message'? (expected one of: "
+            "audience, bot, delivery, description, message, name, vars, version)",
+        ),
+        (
+            "  api: v1",
+            "  api: v3",
+            "c.yaml:4:8: bot.api: expected one of: v1, v2, chatfuel; got 'v3'",
+        ),
+        (
+            '  id: "6123abcd"',
+            "  id: [1]",
+            "c.yaml:5:7: bot.id: expected a string or an integer, got a list",
+        ),
         ("  token: ${SMAX_BOT_TOKEN}", "  token: ''", "c.yaml:6:10: bot.token: must not be empty"),
-        ("  file: customers.csv", "  file: customers.csv\n  rows: 3",
-         "c.yaml:9:3: audience.rows: unknown key 'rows' (expected one of: customers, file, format, "
-         "where)"),
-        ("  messaging_tag: CONFIRMED_EVENT_UPDATE", "  messaging_tag: PROMO",
-         "c.yaml:13:18: message.messaging_tag: expected one of: CONFIRMED_EVENT_UPDATE, "
-         "POST_PURCHASE_UPDATE, ACCOUNT_UPDATE; got 'PROMO'"),
-        ("  user_id: \"{{ customer.id }}\"\n", "",
-         "c.yaml:10:1: message: missing required key 'user_id'"),
-        ("vars:\n  season: spring", "vars: [1]", "c.yaml:16:7: vars: expected a mapping, got a list"),
-        ("vars:", "delivery: {concurrency: 0}\nvars:",
-         "c.yaml:16:25: delivery.concurrency: expected a number >= 1, got 0"),
-        ("vars:", "delivery: {timeout: 0}\nvars:",
-         "c.yaml:16:21: delivery.timeout: expected a number > 0, got 0"),
-        ("vars:", "delivery: {retry_timeouts: 'yes please'}\nvars:",
-         "c.yaml:16:28: delivery.retry_timeouts: expected a boolean (true or false), got a string"),
-        ("  api: v1\n", "  api: v1\n  rate_limit: 2.5\n",
-         "c.yaml:5:15: bot.rate_limit: expected an integer, got a number"),
-        ("  api: v1\n", "  api: v1\n  base_url: ftp://x\n",
-         "c.yaml:5:13: bot.base_url: expected an http:// or https:// URL, or ${VAR}; got 'ftp://x'"),
+        (
+            "  file: customers.csv",
+            "  file: customers.csv\n  rows: 3",
+            "c.yaml:9:3: audience.rows: unknown key 'rows' (expected one of: customers, file, format, "
+            "where)",
+        ),
+        (
+            "  messaging_tag: CONFIRMED_EVENT_UPDATE",
+            "  messaging_tag: PROMO",
+            "c.yaml:13:18: message.messaging_tag: expected one of: CONFIRMED_EVENT_UPDATE, "
+            "POST_PURCHASE_UPDATE, ACCOUNT_UPDATE; got 'PROMO'",
+        ),
+        (
+            '  user_id: "{{ customer.id }}"\n',
+            "",
+            "c.yaml:10:1: message: missing required key 'user_id'",
+        ),
+        (
+            "vars:\n  season: spring",
+            "vars: [1]",
+            "c.yaml:16:7: vars: expected a mapping, got a list",
+        ),
+        (
+            "vars:",
+            "delivery: {concurrency: 0}\nvars:",
+            "c.yaml:16:25: delivery.concurrency: expected a number >= 1, got 0",
+        ),
+        (
+            "vars:",
+            "delivery: {timeout: 0}\nvars:",
+            "c.yaml:16:21: delivery.timeout: expected a number > 0, got 0",
+        ),
+        (
+            "vars:",
+            "delivery: {retry_timeouts: 'yes please'}\nvars:",
+            "c.yaml:16:28: delivery.retry_timeouts: expected a boolean (true or false), got a string",
+        ),
+        (
+            "  api: v1\n",
+            "  api: v1\n  rate_limit: 2.5\n",
+            "c.yaml:5:15: bot.rate_limit: expected an integer, got a number",
+        ),
+        (
+            "  api: v1\n",
+            "  api: v1\n  base_url: ftp://x\n",
+            "c.yaml:5:13: bot.base_url: expected an http:// or https:// URL, or ${VAR}; got 'ftp://x'",
+        ),
     ],
 )
-def test_schema_rules(
-    check: Callable[[str], list[str]], old: str, new: str, expected: str
-) -> None:
+def test_schema_rules(check: Callable[[str], list[str]], old: str, new: str, expected: str) -> None:
     assert old in GOOD_V1
     assert check(GOOD_V1.replace(old, new, 1)) == expected.split("\n")
 
@@ -115,46 +153,93 @@ def test_schema_rules(
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("    greeting:", "    chatfuel_source: x\n    greeting:",
-         "c.yaml:15:5: message.attributes.chatfuel_source: attribute names starting with "
-         "'chatfuel_' are reserved by the API"),
-        ("    greeting:", "    block_id: x\n    greeting:",
-         "c.yaml:15:5: message.attributes.block_id: 'block_id' is a parameter of the API itself, "
-         "not an attribute name"),
-        ("  block_name: Spring Sale", "  block_name: Spring Sale\n  block_id: '42'",
-         "c.yaml:13:3: message.block_id: give block_name or block_id, not both"),
-        ("  block_name: Spring Sale\n", "",
-         "c.yaml:10:1: message: expected block_name or block_id (one is required)"),
-        ("  user_id: \"{{ customer.id }}\"", "  user_id: \"{{ customer.id \"",
-         "c.yaml:11:12: message.user_id: template syntax error: unexpected end of template, "
-         "expected 'end of print statement'."),
-        ("  user_id: \"{{ customer.id }}\"", "  user_id: \"{{ cusomer.id }}\"",
-         "c.yaml:11:12: message.user_id: unknown name 'cusomer' in template (available: "
-         "customer, vars, campaign)"),
-        ("  user_id: \"{{ customer.id }}\"", "  user_id: \"{{ customer.id }}-{{ vars.nope }}\"",
-         "c.yaml:11:12: message.user_id: vars.nope is not defined under vars: (defined: season)"),
-        ("    greeting: \"Hi {{ customer.first_name | default('there') }}\"",
-         "    greeting: |\n      Hi\n      {{ customer.first_name | }}",
-         "c.yaml:17:1: message.attributes.greeting: template syntax error: expected token "
-         "'name', got 'end of print statement'"),
-        ("  where: customer.opted_in == \"yes\"", "  where: customer.opted_in ==",
-         "c.yaml:9:10: audience.where: expression syntax error: unexpected 'end of template'"),
-        ("  file: customers.csv", "  file: nowhere.csv",
-         "c.yaml:8:9: audience.file: audience file not found: nowhere.csv"),
-        ("  file: customers.csv", "  file: customers.txt",
-         "c.yaml:8:9: audience.file: audience file not found: customers.txt"),
-        ("  file: customers.csv", "  file: customers.csv\n  customers: []",
-         "c.yaml:9:3: audience.customers: give file or customers, not both"),
-        ("  file: customers.csv\n", "",
-         "c.yaml:7:1: audience: expected file or customers (one is required)"),
-        ("  token: ${SMAX_BOT_TOKEN}", "  token: ${SMAX TOKEN}",
-         "c.yaml:6:10: bot.token: malformed reference '${SMAX TOKEN}': expected ${NAME} with "
-         "NAME made of letters, digits and '_'"),
-        ("  token: ${SMAX_BOT_TOKEN}", "  token: $SMAX_BOT_TOKEN",
-         "c.yaml:6:10: bot.token: '$SMAX_BOT_TOKEN' is not read from the environment: write "
-         "${SMAX_BOT_TOKEN}"),
-        ("name: spring-sale\n", "name: spring-sale\nname: again\n",
-         "c.yaml:3:1: name: duplicate key 'name' (the later one would silently win)"),
+        (
+            "    greeting:",
+            "    chatfuel_source: x\n    greeting:",
+            "c.yaml:15:5: message.attributes.chatfuel_source: attribute names starting with "
+            "'chatfuel_' are reserved by the API",
+        ),
+        (
+            "    greeting:",
+            "    block_id: x\n    greeting:",
+            "c.yaml:15:5: message.attributes.block_id: 'block_id' is a parameter of the API itself, "
+            "not an attribute name",
+        ),
+        (
+            "  block_name: Spring Sale",
+            "  block_name: Spring Sale\n  block_id: '42'",
+            "c.yaml:13:3: message.block_id: give block_name or block_id, not both",
+        ),
+        (
+            "  block_name: Spring Sale\n",
+            "",
+            "c.yaml:10:1: message: expected block_name or block_id (one is required)",
+        ),
+        (
+            '  user_id: "{{ customer.id }}"',
+            '  user_id: "{{ customer.id "',
+            "c.yaml:11:12: message.user_id: template syntax error: unexpected end of template, "
+            "expected 'end of print statement'.",
+        ),
+        (
+            '  user_id: "{{ customer.id }}"',
+            '  user_id: "{{ cusomer.id }}"',
+            "c.yaml:11:12: message.user_id: unknown name 'cusomer' in template (available: "
+            "customer, vars, campaign)",
+        ),
+        (
+            '  user_id: "{{ customer.id }}"',
+            '  user_id: "{{ customer.id }}-{{ vars.nope }}"',
+            "c.yaml:11:12: message.user_id: vars.nope is not defined under vars: (defined: season)",
+        ),
+        (
+            "    greeting: \"Hi {{ customer.first_name | default('there') }}\"",
+            "    greeting: |\n      Hi\n      {{ customer.first_name | }}",
+            "c.yaml:17:1: message.attributes.greeting: template syntax error: expected token "
+            "'name', got 'end of print statement'",
+        ),
+        (
+            '  where: customer.opted_in == "yes"',
+            "  where: customer.opted_in ==",
+            "c.yaml:9:10: audience.where: expression syntax error: unexpected 'end of template'",
+        ),
+        (
+            "  file: customers.csv",
+            "  file: nowhere.csv",
+            "c.yaml:8:9: audience.file: audience file not found: nowhere.csv",
+        ),
+        (
+            "  file: customers.csv",
+            "  file: customers.txt",
+            "c.yaml:8:9: audience.file: audience file not found: customers.txt",
+        ),
+        (
+            "  file: customers.csv",
+            "  file: customers.csv\n  customers: []",
+            "c.yaml:9:3: audience.customers: give file or customers, not both",
+        ),
+        (
+            "  file: customers.csv\n",
+            "",
+            "c.yaml:7:1: audience: expected file or customers (one is required)",
+        ),
+        (
+            "  token: ${SMAX_BOT_TOKEN}",
+            "  token: ${SMAX TOKEN}",
+            "c.yaml:6:10: bot.token: malformed reference '${SMAX TOKEN}': expected ${NAME} with "
+            "NAME made of letters, digits and '_'",
+        ),
+        (
+            "  token: ${SMAX_BOT_TOKEN}",
+            "  token: $SMAX_BOT_TOKEN",
+            "c.yaml:6:10: bot.token: '$SMAX_BOT_TOKEN' is not read from the environment: write "
+            "${SMAX_BOT_TOKEN}",
+        ),
+        (
+            "name: spring-sale\n",
+            "name: spring-sale\nname: again\n",
+            "c.yaml:3:1: name: duplicate key 'name' (the later one would silently win)",
+        ),
     ],
 )
 def test_semantic_checks(
@@ -179,16 +264,25 @@ def test_an_unknown_audience_extension_needs_a_format(
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("  token: ${SMAX_BOT_TOKEN}", "  token: abcdef123456",
-         "c.yaml:6:10: warning: bot.token: a literal token will be committed to git; write "
-         "${VAR} and export VAR instead"),
-        ("  api: v1\n", "  api: v1\n  rate_limit: 100\n",
-         "c.yaml:5:15: warning: bot.rate_limit: 100 requests/s is above the public APIs' limit "
-         "of 25; raise it only for a private deployment (bot.base_url), the mock server or a "
-         "benchmark"),
-        ("  block_name: Spring Sale", "  block_name: ${BLOCK}",
-         "c.yaml:12:15: warning: message.block_name: ${...} is only read from the environment "
-         "in bot.token, bot.id and bot.base_url; here it is sent as literal text"),
+        (
+            "  token: ${SMAX_BOT_TOKEN}",
+            "  token: abcdef123456",
+            "c.yaml:6:10: warning: bot.token: a literal token will be committed to git; write "
+            "${VAR} and export VAR instead",
+        ),
+        (
+            "  api: v1\n",
+            "  api: v1\n  rate_limit: 100\n",
+            "c.yaml:5:15: warning: bot.rate_limit: 100 requests/s is above the public APIs' limit "
+            "of 25; raise it only for a private deployment (bot.base_url), the mock server or a "
+            "benchmark",
+        ),
+        (
+            "  block_name: Spring Sale",
+            "  block_name: ${BLOCK}",
+            "c.yaml:12:15: warning: message.block_name: ${...} is only read from the environment "
+            "in bot.token, bot.id and bot.base_url; here it is sent as literal text",
+        ),
     ],
 )
 def test_warnings_do_not_make_a_file_invalid(
@@ -212,23 +306,44 @@ def test_a_private_deployment_may_go_faster_without_a_warning(
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("  messages:\n    - text: \"Hello\"\n", "",
-         "c.yaml:9:1: message: expected block_id or messages (one is required)"),
-        ("  messages:", "  block_id: '7'\n  messages:",
-         "c.yaml:13:3: message.messages: give block_id or messages, not both"),
-        ("    id: \"{{ customer.id }}\"", "    id: ''",
-         "c.yaml:10:3: message.customer: no customer identifier template: give id, email, phone "
-         "or fbid"),
-        ("  customer:\n    id: \"{{ customer.id }}\"", "  customer: {}",
-         "c.yaml:10:13: message.customer: expected at least one of: email, fbid, id, phone"),
-        ("  messages:", "  priority: [fbid, fbid]\n  messages:",
-         "c.yaml:12:13: message.priority: items must not repeat"),
-        ("  messages:", "  user_id: x\n  messages:",
-         "c.yaml:12:3: message.user_id: unknown key 'user_id' (expected one of: block_id, "
-         "customer, messages, messaging_tag, notification_messages_token, one_time_notif_token, "
-         "priority)"),
-        ("    - text: \"Hello\"", "    - {}",
-         "c.yaml:13:7: message.messages[0]: missing required key 'text'"),
+        (
+            '  messages:\n    - text: "Hello"\n',
+            "",
+            "c.yaml:9:1: message: expected block_id or messages (one is required)",
+        ),
+        (
+            "  messages:",
+            "  block_id: '7'\n  messages:",
+            "c.yaml:13:3: message.messages: give block_id or messages, not both",
+        ),
+        (
+            '    id: "{{ customer.id }}"',
+            "    id: ''",
+            "c.yaml:10:3: message.customer: no customer identifier template: give id, email, phone "
+            "or fbid",
+        ),
+        (
+            '  customer:\n    id: "{{ customer.id }}"',
+            "  customer: {}",
+            "c.yaml:10:13: message.customer: expected at least one of: email, fbid, id, phone",
+        ),
+        (
+            "  messages:",
+            "  priority: [fbid, fbid]\n  messages:",
+            "c.yaml:12:13: message.priority: items must not repeat",
+        ),
+        (
+            "  messages:",
+            "  user_id: x\n  messages:",
+            "c.yaml:12:3: message.user_id: unknown key 'user_id' (expected one of: block_id, "
+            "customer, messages, messaging_tag, notification_messages_token, one_time_notif_token, "
+            "priority)",
+        ),
+        (
+            '    - text: "Hello"',
+            "    - {}",
+            "c.yaml:13:7: message.messages[0]: missing required key 'text'",
+        ),
     ],
 )
 def test_v2_rules(check: Callable[[str], list[str]], old: str, new: str, expected: str) -> None:
@@ -253,8 +368,11 @@ def test_chatfuel_takes_exactly_one_of_block_name_block_id_flow_name(
 
 
 def test_every_problem_is_reported_at_once(check: Callable[[str], list[str]]) -> None:
-    text = GOOD_V1.replace("version: 1", "version: 3").replace("mesage", "x").replace(
-        "  api: v1", "  api: v9")
+    text = (
+        GOOD_V1.replace("version: 1", "version: 3")
+        .replace("mesage", "x")
+        .replace("  api: v1", "  api: v9")
+    )
     assert len(check(text)) == 2
 
 
@@ -263,10 +381,16 @@ def test_every_problem_is_reported_at_once(check: Callable[[str], list[str]]) ->
     [
         ("", "c.yaml:1:1: expected a mapping of campaign keys, got nothing"),
         ("- a\n- b\n", "c.yaml:1:1: expected a mapping of campaign keys, got list"),
-        ("a: [\n", "c.yaml:2:1: invalid YAML: while parsing a flow node expected the node "
-         "content, but found '<stream end>'"),
-        ("a: \x00", "c.yaml:1:1: invalid YAML: unacceptable character #x0000: special characters "
-         "are not allowed"),
+        (
+            "a: [\n",
+            "c.yaml:2:1: invalid YAML: while parsing a flow node expected the node "
+            "content, but found '<stream end>'",
+        ),
+        (
+            "a: \x00",
+            "c.yaml:1:1: invalid YAML: unacceptable character #x0000: special characters "
+            "are not allowed",
+        ),
     ],
 )
 def test_files_that_are_not_campaigns(
@@ -284,7 +408,9 @@ def test_load_builds_frozen_typed_records(tmp_path: Path) -> None:
     assert c.bot.api == "v1" and c.bot.rate_limit == 25
     assert c.audience.file == tmp_path / "customers.csv" and c.audience.format == "csv"
     assert isinstance(c.message, V1Message)
-    assert c.message.attributes == (("greeting", "Hi {{ customer.first_name | default('there') }}"),)
+    assert c.message.attributes == (
+        ("greeting", "Hi {{ customer.first_name | default('there') }}"),
+    )
     assert c.delivery.concurrency == 25 and c.delivery.retry_timeouts is False
     with pytest.raises(AttributeError):
         c.name = "other"  # type: ignore[misc]
@@ -307,7 +433,10 @@ def test_expand_takes_files_folders_and_globs(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     for name in ("a/one.yaml", "a/two.yml", "a/notes.txt", "three.yaml"):
         (tmp_path / name).write_text("x: 1\n")
-    assert campaigns.expand([str(tmp_path / "a")]) == [tmp_path / "a/one.yaml", tmp_path / "a/two.yml"]
+    assert campaigns.expand([str(tmp_path / "a")]) == [
+        tmp_path / "a/one.yaml",
+        tmp_path / "a/two.yml",
+    ]
     assert campaigns.expand([str(tmp_path / "*.yaml"), str(tmp_path / "three.yaml")]) == [
         tmp_path / "three.yaml"
     ]

@@ -46,20 +46,28 @@ def test_folders_globs_and_several_files(
     assert invoke("validate", "c/a.yaml", "c/b.yml").exit_code == 0
 
 
-def test_json_output_for_machines(invoke: Callable[..., Result], write: Callable[..., Path]) -> None:
+def test_json_output_for_machines(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
     write("bad.yaml", "version: 1\nname: Bad Name\n")
     result = invoke("validate", "--output", "json", "bad.yaml")
     assert result.exit_code == 2
     data = json.loads(result.output)
     assert data["valid"] is False
     assert data["files"][0]["problems"][-1] == {
-        "file": "bad.yaml", "line": 2, "column": 7, "path": "name", "severity": "error",
+        "file": "bad.yaml",
+        "line": 2,
+        "column": 7,
+        "path": "name",
+        "severity": "error",
         "message": "expected a slug: lowercase letters, digits, '-' and '_', at most 100 "
-                   "(e.g. spring-sale-2026); got 'Bad Name'",
+        "(e.g. spring-sale-2026); got 'Bad Name'",
     }
 
 
-def test_nothing_to_validate_is_a_usage_error(invoke: Callable[..., Result], tmp_path: Path) -> None:
+def test_nothing_to_validate_is_a_usage_error(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     result = invoke("validate", "empty")
     assert result.exit_code == 2
@@ -70,20 +78,28 @@ def test_nothing_to_validate_is_a_usage_error(invoke: Callable[..., Result], tmp
 
 def test_schema_prints_the_packaged_schema(invoke: Callable[..., Result]) -> None:
     result = invoke("schema")
-    assert json.loads(result.output) == json.loads((REPO / "schemas/campaign.schema.json").read_text())
+    assert json.loads(result.output) == json.loads(
+        (REPO / "schemas/campaign.schema.json").read_text()
+    )
 
 
 def test_python_dash_m_runner_works(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "runner", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "runner", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("campaign, version ")
 
 
-def test_garbage_never_yields_a_traceback(
-    invoke: Callable[..., Result], tmp_path: Path
-) -> None:
-    samples = [b"\x00\x01\x02", b"\xff\xfe", b"[1, 2", b"- a\n- b", b"version: 1\nbot: 5\n",
-               b"version: 1\nmessage: {attributes: [1]}\naudience: {where: 5}\n", b"{{"]
+def test_garbage_never_yields_a_traceback(invoke: Callable[..., Result], tmp_path: Path) -> None:
+    samples = [
+        b"\x00\x01\x02",
+        b"\xff\xfe",
+        b"[1, 2",
+        b"- a\n- b",
+        b"version: 1\nbot: 5\n",
+        b"version: 1\nmessage: {attributes: [1]}\naudience: {where: 5}\n",
+        b"{{",
+    ]
     for i, data in enumerate(samples):
         (tmp_path / f"g{i}.yaml").write_bytes(data)
         result = invoke("validate", f"g{i}.yaml")

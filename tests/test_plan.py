@@ -65,14 +65,19 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
         "  estimated duration  0.1 s at 25 requests/s",
         "",
     ]
-    assert ("    POST https://api.smax.bot/bots/6123abcd/users/5/send?bot_token=***&"
-            "block_name=Spring%20Sale&greeting=Hi%20Hoa%20%26%20Co") in lines
+    assert (
+        "    POST https://api.smax.bot/bots/6123abcd/users/5/send?bot_token=***&"
+        "block_name=Spring%20Sale&greeting=Hi%20Hoa%20%26%20Co"
+    ) in lines
     assert lines[-1] == "Dry run: nothing was sent."
     got = results(Path("out"))
     assert [(r["row"], r["status"], r["reason"]) for r in got] == [
         (1, "planned", None),
-        (2, "skipped",
-         "undefined: 'dict object' has no attribute 'first_name' in message.attributes.greeting"),
+        (
+            2,
+            "skipped",
+            "undefined: 'dict object' has no attribute 'first_name' in message.attributes.greeting",
+        ),
         (3, "skipped", "filtered"),
         (4, "skipped", "duplicate of row 1"),
         (5, "skipped", "undefined: 'dict object' has no attribute 'id' in message.user_id"),
@@ -82,7 +87,7 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
     assert got[0]["request"] == {
         "method": "POST",
         "url": "https://api.smax.bot/bots/6123abcd/users/1/send?bot_token=***&"
-               "block_name=Spring%20Sale&greeting=Hi%20An",
+        "block_name=Spring%20Sale&greeting=Hi%20An",
         "body": None,
     }
     s = summary(Path("out"))
@@ -144,4 +149,7 @@ def test_every_example_plans_and_an_invalid_one_exits_2(
     write("bad.yaml", "version: 1\n")
     result = invoke("plan", "bad.yaml")
     assert result.exit_code == 2
-    assert result.output.endswith("3 problems: nothing was sent\n") or "nothing was sent" in result.output
+    assert (
+        result.output.endswith("3 problems: nothing was sent\n")
+        or "nothing was sent" in result.output
+    )

@@ -1,0 +1,64 @@
+"""A scripted stand-in for the API: each recipient answers as its script says, attempt by attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class ScriptedAPI:
+    """``scripts[user]`` is a list of behaviours, one per attempt; the last one repeats.
+
+    ok | blocked (success false) | bad (400) | busy (503) | limited (429, Retry-After: 1)
+    | slow (no answer in time) | drop (connection closed after reading) | auth (401) | html
+    """
+
+    scripts: dict[str, list[str]] = field(default_factory=dict)
+    hits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    arrivals: list[float] = field(default_factory=list)
+    slow_seconds: float = 3.0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/bots/{bot}/users/{user}/send", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        user = request.match_info["user"]
+        now = time.monotonic()
+        self.arrivals.append(now)
+        attempt = len(self.hits[user])
+        self.hits[user].append(now)
+        script = self.scripts.get(user, ["ok"])
+        behaviour = script[min(attempt, len(script) - 1)]
+        if behaviour == "ok":
+            return web.json_response({"success": True, "result": "sent"})
+        if behaviour == "blocked":
+            return web.json_response({"success": False, "result": "user blocked the bot"})
+        if behaviour == "bad":
+            # Echo the query, token and all, as some servers do: the report must mask it.
+            return web.json_response(
+                {"success": False, "result": f"bad request {request.query_string}"}, status=400
+            )
+        if behaviour == "busy":
+            return web.json_response({"success": False}, status=503)
+        if behaviour == "limited":
+            return web.json_response({"success": False}, status=429, headers={"Retry-After": "1"})
+        if behaviour == "auth":
+            return web.json_response({"success": False, "result": "invalid token"}, status=401)
+        if behaviour == "html":
+            return web.Response(text="<html>ok</html>")
+        if behaviour == "slow":
+            await asyncio.sleep(self.slow_seconds)
+            return web.json_response({"success": True})
+        if behaviour == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(0.05)
+            return web.Response()
+        raise AssertionError(f"unknown behaviour {behaviour}")

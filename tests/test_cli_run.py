@@ -1,0 +1,248 @@
+"""`campaign run` from the command line, against the mock server: what a user sees and gets."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from tests.conftest import ThreadedMock, results, summary
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def statuses(report: Path) -> list[tuple[int, str, str | None]]:
+    return [(r["row"], r["status"], r["reason"]) for r in results(report)]
+
+
+def test_run_then_rerun_never_sends_twice(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=4)
+    first = invoke("run", path, "--report", "r1", "--quiet")
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("test-campaign: 4 sent, 0 failed, 0 skipped, 0 uncertain")
+    again = invoke("run", path, "--report", "r2", "--quiet")
+    assert again.exit_code == 0
+    assert statuses(Path("r2")) == [(i, "skipped", "already sent") for i in range(1, 5)]
+    assert len(server.arrivals) == 4
+
+
+def test_failures_are_retried_only_when_asked(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock(token="right-token")  # every request is refused: 401 aborts at once
+    path = v1_campaign(server.url, rows=3, concurrency=1)
+    result = invoke("run", path, "--report", "r1", "--quiet")
+    assert result.exit_code == 3
+    assert "ABORTED: the API rejected the token (HTTP 401)" in result.output
+    os.environ["TEST_TOKEN"] = "right-token"
+    again = invoke("run", path, "--report", "r2", "--quiet")
+    assert again.exit_code == 1  # row 1 failed before: not retried without the flag
+    assert statuses(Path("r2"))[0] == (
+        1,
+        "failed",
+        "failed in an earlier run; not retried (use --retry-failed)",
+    )
+    assert [r["status"] for r in results(Path("r2"))[1:]] == ["sent", "sent"]
+    third = invoke("run", path, "--report", "r3", "--quiet", "--retry-failed")
+    assert third.exit_code == 0
+    assert statuses(Path("r3")) == [
+        (1, "sent", None),
+        (2, "skipped", "already sent"),
+        (3, "skipped", "already sent"),
+    ]
+
+
+def test_status_lists_who_did_not_get_it(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock(fail_rate=1.0, seed=7)
+    path = v1_campaign(server.url, rows=3, retries=0, concurrency=1)
+    assert invoke("run", path, "--quiet", "--report", "r").exit_code == 1
+    result = invoke("status", path)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == "test-campaign (.campaign-state/test-campaign.sqlite3)"
+    assert lines[1:4] == ["  sent       0", "  failed     3", "  uncertain  0"]
+    assert "Not delivered:" in lines
+    data = json.loads(invoke("status", path, "--output", "json").output)
+    assert data["counts"]["failed"] == 3 and len(data["not_delivered"]) == 3
+    assert data["not_delivered"][0]["row"] == 1
+
+
+def test_status_before_any_run(
+    invoke: Callable[..., Result], v1_campaign: Callable[..., Path]
+) -> None:
+    path = v1_campaign("http://127.0.0.1:9", rows=1)
+    result = invoke("status", path)
+    assert result.exit_code == 2
+    assert result.output == (
+        ".campaign-state/test-campaign.sqlite3: no state yet for campaign "
+        "test-campaign (has it been run?)\n"
+    )
+
+
+def test_a_missing_secret_exits_2_naming_it(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=2)
+    del os.environ["TEST_TOKEN"]
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"{path}: bot.token: environment variable TEST_TOKEN is not set (or empty); export it "
+        "before running, e.g. export TEST_TOKEN=...\n"
+    )
+    assert server.arrivals == []
+
+
+def test_an_invalid_campaign_sends_nothing(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("c.yaml", "version: 1\nname: x\n")
+    result = invoke("run", "c.yaml")
+    assert result.exit_code == 2
+    assert result.output.endswith("3 problems: nothing was sent\n")
+
+
+def test_sandbox_rehearses_every_example_without_a_token(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    os.environ.pop("SMAX_BOT_TOKEN", None)
+    for example in sorted((REPO / "campaigns").glob("*.yaml")):
+        result = invoke("run", example, "--sandbox", "--quiet")
+        assert result.exit_code == 0, result.output
+        assert result.output.endswith(
+            "Sandbox: requests went to a local mock server; nothing was sent for real.\n"
+        )
+    assert sorted(p.name for p in (tmp_path / ".campaign-state").glob("*.sqlite3")) == [
+        "order-update-v2.sandbox.sqlite3",
+        "spring-sale-2026.sandbox.sqlite3",
+        "welcome-chatfuel.sandbox.sqlite3",
+    ]
+    reports = list((tmp_path / "reports" / "spring-sale-2026").iterdir())
+    assert len(reports) == 1 and reports[0].name.startswith("sandbox-")
+    s = summary(reports[0])
+    assert s["counts"] == {"planned": 0, "sent": 5, "failed": 0, "skipped": 2, "uncertain": 0}
+    assert s["note"] == "Sandbox: requests went to a local mock server; nothing was sent for real."
+
+
+def test_a_sandbox_run_never_marks_a_real_recipient(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=2)
+    assert invoke("run", path, "--sandbox", "--quiet").exit_code == 0
+    assert server.arrivals == []  # the sandbox has its own server
+    real = invoke("run", path, "--quiet", "--report", "real")
+    assert real.exit_code == 0
+    assert [r["status"] for r in results(Path("real"))] == ["sent", "sent"]
+
+
+def test_dry_run_is_plan(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=2)
+    result = invoke("run", path, "--dry-run", "--report", "p")
+    assert result.exit_code == 0
+    assert result.output.endswith("Dry run: nothing was sent.\n")
+    assert [r["status"] for r in results(Path("p"))] == ["planned", "planned"]
+    assert server.arrivals == []
+
+
+def test_the_reviewed_plan_is_what_runs(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=3)
+    assert invoke("plan", path, "--out", "plan.json", "--report", "p").exit_code == 0
+    digest = json.loads(Path("plan.json").read_text())
+    assert digest["count"] == 3 and len(digest["requests"]) == 3
+    assert "bot_token=***" in digest["requests"][0]["request"]["url"]
+    (tmp_path / "customers.csv").write_text("id,first_name\n1,A\n2,B\n3,C\n4,Intruder\n")
+    refused = invoke("run", path, "--plan", "plan.json")
+    assert refused.exit_code == 2
+    assert refused.output == (
+        f"plan.json no longer matches: the audience {tmp_path}/customers.csv changed since the "
+        "plan. Make and review a new plan (campaign plan --out).\n"
+    )
+    assert server.arrivals == []
+    assert invoke("plan", path, "--out", "plan.json", "--report", "p2").exit_code == 0
+    ok = invoke("run", path, "--plan", "plan.json", "--quiet", "--report", "r")
+    assert ok.exit_code == 0 and len(server.arrivals) == 4
+    path.write_text(path.read_text().replace("Spring Sale", "Autumn Sale"))
+    changed = invoke("run", path, "--plan", "plan.json")
+    assert changed.exit_code == 2 and f"the campaign file {path} changed" in changed.output
+
+
+def test_a_limited_plan_cannot_authorise_a_run(
+    invoke: Callable[..., Result], v1_campaign: Callable[..., Path]
+) -> None:
+    path = v1_campaign("http://127.0.0.1:9", rows=3)
+    invoke("plan", path, "--limit", "1", "--out", "plan.json")
+    result = invoke("run", path, "--plan", "plan.json")
+    assert result.exit_code == 2
+    assert "the plan covers only the first 1 rows" in result.output
+
+
+def test_run_writes_the_github_step_summary(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=2)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step.md"))
+    invoke("run", path, "--quiet", "--report", "r")
+    text = (tmp_path / "step.md").read_text()
+    assert text.startswith("## Run: test-campaign\n") and "| sent | 2 |" in text
+
+
+def test_progress_lines_without_a_terminal(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import runner.progress
+
+    monkeypatch.setattr(runner.progress, "LOG_EVERY", 0.0)
+    server = mock()
+    path = v1_campaign(server.url, rows=30, rate=60)
+    result = CliRunnerWithStderr().invoke(path)
+    assert result.exit_code == 0
+    assert "progress: " in result.stderr and "/30 rows" in result.stderr
+
+
+class CliRunnerWithStderr:
+    def invoke(self, path: Path) -> Result:
+        from click.testing import CliRunner
+
+        from runner.cli import cli
+
+        return CliRunner().invoke(cli, ["run", str(path), "--report", "r"], catch_exceptions=False)

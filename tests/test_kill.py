@@ -1,0 +1,121 @@
+"""Kill a real `campaign run` mid-broadcast, run it again, and count at the server.
+
+SIGKILL: nobody is sent twice; whoever was in flight is reported as uncertain (at most
+`concurrency` of them) and the rest is finished by the next run. SIGINT: what is in flight
+finishes, the report is written, exit 130, and the next run delivers everyone exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import ThreadedMock, results
+
+ROWS = 300
+CONCURRENCY = 10
+
+
+def start(path: Path, report: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--report", report],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def wait_for_arrivals(server: ThreadedMock, count: int, limit: float = 20) -> None:
+    deadline = time.monotonic() + limit
+    while len(server.arrivals) < count:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+
+
+def delivered(server: ThreadedMock) -> Counter[str]:
+    return Counter(a.recipient for a in server.arrivals if a.status == 200)
+
+
+def test_sigkill_loses_nothing_and_sends_nobody_twice(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path]
+) -> None:
+    server = mock(latency_ms=20)
+    path = v1_campaign(server.url, rows=ROWS, rate=150, concurrency=CONCURRENCY)
+    first = start(path, "r1")
+    wait_for_arrivals(server, 60)
+    first.kill()
+    first.communicate(timeout=10)
+    time.sleep(0.2)  # let requests already on the wire arrive
+    second = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(path), "--report", "r2", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    counts = delivered(server)
+    assert max(counts.values()) == 1, "someone was sent twice"
+    uncertain = {r["recipient"] for r in results(Path("r2")) if r["status"] == "uncertain"}
+    assert len(uncertain) <= CONCURRENCY
+    everyone = {str(i) for i in range(1, ROWS + 1)}
+    assert set(counts) | uncertain == everyone  # each delivered once, or reported uncertain
+    assert second.returncode == (1 if uncertain else 0), second.stderr
+    statuses = Counter(r["status"] for r in results(Path("r2")))
+    assert statuses["skipped"] + statuses["sent"] + statuses["uncertain"] == ROWS
+
+
+def test_sigint_finishes_what_is_in_flight_and_exits_130(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path]
+) -> None:
+    server = mock(latency_ms=20)
+    path = v1_campaign(server.url, rows=ROWS, rate=150, concurrency=CONCURRENCY)
+    first = start(path, "r1")
+    wait_for_arrivals(server, 60)
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 130, stderr
+    assert "stopping: no new requests; finishing those in flight" in stderr
+    summary = json.loads(Path("r1/summary.json").read_text())
+    assert summary["interrupted"] is True and summary["exit_code"] == 130
+    assert summary["counts"]["uncertain"] == 0
+    sent_first = {r["recipient"] for r in results(Path("r1")) if r["status"] == "sent"}
+    assert sent_first and len(sent_first) < ROWS
+    second = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(path), "--report", "r2", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+    counts = delivered(server)
+    assert set(counts) == {str(i) for i in range(1, ROWS + 1)}
+    assert set(counts.values()) == {1}
+
+
+def test_a_second_run_of_the_same_campaign_is_refused(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path]
+) -> None:
+    server = mock(latency_ms=20)
+    path = v1_campaign(server.url, rows=ROWS, rate=100, concurrency=CONCURRENCY)
+    first = start(path, "r1")
+    try:
+        wait_for_arrivals(server, 10)
+        second = subprocess.run(
+            [sys.executable, "-m", "runner", "run", str(path), "--report", "r2"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 2
+        assert "campaign test-campaign is already running (pid" in second.stderr
+        assert "nothing was sent" in second.stderr
+    finally:
+        first.kill()
+        first.communicate(timeout=10)

@@ -1,0 +1,84 @@
+"""The pacer, on a fake clock: no window of the limit's length ever holds more starts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runner.pacing import Pacer, shared
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def max_in_window(starts: list[float], window: float = 1.0) -> int:
+    best, j = 0, 0
+    for i, t in enumerate(starts):
+        while starts[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+async def test_a_burst_never_exceeds_the_rate_in_any_second() -> None:
+    clock = FakeClock()
+    pacer = Pacer(25, clock=clock, sleep=clock.sleep)
+    starts: list[float] = []
+
+    async def one() -> None:
+        await pacer.acquire()
+        starts.append(clock.now)
+
+    await asyncio.gather(*(one() for _ in range(1000)))
+    assert len(starts) == 1000
+    assert max_in_window(sorted(starts)) == 25  # a token bucket would allow ~50 here
+    sustained = (len(starts) - 1) / (max(starts) - min(starts))
+    assert sustained >= 24.25
+
+
+async def test_the_first_rate_requests_go_at_once() -> None:
+    clock = FakeClock()
+    pacer = Pacer(5, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        await pacer.acquire()
+    assert clock.sleeps == []
+    await pacer.acquire()
+    assert clock.sleeps == [1.015]  # the oldest start must be a full window old
+
+
+async def test_spaced_requests_never_wait() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        await pacer.acquire()
+        clock.now += 0.6
+    assert clock.sleeps == []
+
+
+async def test_waiters_are_served_in_order() -> None:
+    clock = FakeClock()
+    pacer = Pacer(1, clock=clock, sleep=clock.sleep)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await pacer.acquire()
+        order.append(i)
+
+    await asyncio.gather(*(one(i) for i in range(5)))
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_campaigns_sharing_a_bot_share_one_pacer_at_the_strictest_rate() -> None:
+    a, b, c = shared([(("u", "bot1"), 25), (("u", "bot1"), 10), (("u", "bot2"), 25)])
+    assert a is b and a.rate == 10
+    assert c is not a and c.rate == 25
