@@ -1,0 +1,127 @@
+"""Shared pieces of the benchmarks: a mock server in a process of its own, and measurement.
+
+The server runs in its own process (on its own core of a two-core machine) so that the client
+under test and its baseline compete for the same resources; arrivals are timed at the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runner.mockserver import MockOptions, MockServer  # noqa: E402
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The largest number of events in any half-open window [t, t + window)."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def stats_of(server: MockServer) -> dict[str, Any]:
+    arrivals = server.arrivals
+    per_bot: dict[str, list[float]] = defaultdict(list)
+    for a in arrivals:
+        per_bot[a.bot].append(a.t)
+    times = [a.t for a in arrivals]
+    return {
+        "count": len(arrivals),
+        "first": min(times) if times else None,
+        "last": max(times) if times else None,
+        "status": dict(Counter(str(a.status) for a in arrivals)),
+        "max_window": max_in_window(times) if times else 0,
+        "per_bot_max_window": {bot: max_in_window(t) for bot, t in per_bot.items()},
+        "per_bot_count": {bot: len(t) for bot, t in per_bot.items()},
+    }
+
+
+def serve(port: int, rate: int) -> None:
+    """The server process: the mock, plus /_stats and /_reset for the benchmark driver."""
+
+    async def main() -> None:
+        server = MockServer(MockOptions(rate=rate, keep_params=False))
+        app = server.app()
+
+        async def stats(request: web.Request) -> web.Response:
+            return web.json_response(stats_of(server))
+
+        async def reset(request: web.Request) -> web.Response:
+            server.arrivals.clear()
+            server._windows.clear()
+            return web.json_response({})
+
+        app.router.add_get("/_stats", stats)
+        app.router.add_post("/_reset", reset)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        await site.start()
+        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class Server:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_stats", timeout=60) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/_reset", method="POST", data=b"")
+        urllib.request.urlopen(request, timeout=60).read()
+
+
+@contextmanager
+def server_process(rate: int = 0) -> Iterator[Server]:
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import common; common.serve(0, {rate})"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield Server(f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def campaign(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BENCH_TOKEN": "bench-token"}
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *argv], cwd=cwd, env=env, capture_output=True,
+        text=True, check=False,
+    )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def timed(fn: Any) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started

@@ -1,0 +1,84 @@
+"""Engine throughput: `campaign run` with the limit lifted vs a bare aiohttp loop.
+
+Both send the same V1 requests at the same concurrency to the same mock server (in a process
+of its own); each rate is measured at the server from the first arrival to the last. The engine
+runs as users run it: a `campaign run` process with its state and reports on. The two alternate,
+and the ratio of medians is printed (goal: at least 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from common import Server, campaign, median, server_process
+from make_audience import write
+from yarl import URL
+
+BIG_RATE = 1_000_000
+
+
+async def bare_loop(base: str, n: int, concurrency: int) -> None:
+    urls = [
+        URL(f"{base}/bots/6123abcd/users/{10**15 + i}/send?bot_token=bench-token"
+            f"&block_name=Spring%20Sale&coupon=SPRING-{str(10**15 + i)[-4:]}"
+            f"&greeting={quote('Hi An')}", encoded=True)
+        for i in range(n)
+    ]
+    headers = {"Content-Type": "application/json"}
+    queue = iter(urls)
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for url in queue:
+                async with session.post(url, headers=headers) as response:
+                    orjson.loads(await response.read())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def rate_of(server: Server) -> float:
+    stats = server.stats()
+    assert stats["status"] == {"200": stats["count"]}, stats["status"]
+    return (stats["count"] - 1) / (stats["last"] - stats["first"])
+
+
+def measure(requests: int, concurrency: int, repeats: int) -> dict[str, float]:
+    bare, engine = [], []
+    with server_process(rate=0) as server, tempfile.TemporaryDirectory() as tmp:
+        rows = requests * 10 // 9 + 1
+        path = write(Path(tmp), rows, rate=BIG_RATE, base_url=server.url, concurrency=concurrency)
+        sent = sum(1 for i in range(rows) if i % 10)
+        for i in range(repeats):
+            server.reset()
+            asyncio.run(bare_loop(server.url, sent, concurrency))
+            bare.append(rate_of(server))
+            server.reset()
+            done = campaign(["run", str(path), "--quiet", "--report", f"r{i}",
+                             "--state", f"s{i}.db"], Path(tmp))
+            assert done.returncode == 0, done.stderr + done.stdout
+            engine.append(rate_of(server))
+    return {"bare": round(median(bare)), "engine": round(median(engine)),
+            "ratio": round(median(engine) / median(bare), 3),
+            "ratios": [round(e / b, 3) for e, b in zip(engine, bare, strict=True)]}  # type: ignore[dict-item]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    got = measure(args.requests, args.concurrency, args.repeats)
+    print(f"throughput: bare aiohttp {got['bare']}/s, campaign run {got['engine']}/s, "
+          f"ratio {got['ratio']} (goal >= 0.8; per pair {got['ratios']})")
+
+
+if __name__ == "__main__":
+    main()
