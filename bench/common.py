@@ -112,8 +112,12 @@ def server_process(rate: int = 0) -> Iterator[Server]:
 def campaign(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BENCH_TOKEN": "bench-token"}
     return subprocess.run(
-        [sys.executable, "-m", "runner", *argv], cwd=cwd, env=env, capture_output=True,
-        text=True, check=False,
+        [sys.executable, "-m", "runner", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 

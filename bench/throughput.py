@@ -25,9 +25,12 @@ BIG_RATE = 1_000_000
 
 async def bare_loop(base: str, n: int, concurrency: int) -> None:
     urls = [
-        URL(f"{base}/bots/6123abcd/users/{10**15 + i}/send?bot_token=bench-token"
+        URL(
+            f"{base}/bots/6123abcd/users/{10**15 + i}/send?bot_token=bench-token"
             f"&block_name=Spring%20Sale&coupon=SPRING-{str(10**15 + i)[-4:]}"
-            f"&greeting={quote('Hi An')}", encoded=True)
+            f"&greeting={quote('Hi An')}",
+            encoded=True,
+        )
         for i in range(n)
     ]
     headers = {"Content-Type": "application/json"}
@@ -60,13 +63,17 @@ def measure(requests: int, concurrency: int, repeats: int) -> dict[str, float]:
             asyncio.run(bare_loop(server.url, sent, concurrency))
             bare.append(rate_of(server))
             server.reset()
-            done = campaign(["run", str(path), "--quiet", "--report", f"r{i}",
-                             "--state", f"s{i}.db"], Path(tmp))
+            done = campaign(
+                ["run", str(path), "--quiet", "--report", f"r{i}", "--state", f"s{i}.db"], Path(tmp)
+            )
             assert done.returncode == 0, done.stderr + done.stdout
             engine.append(rate_of(server))
-    return {"bare": round(median(bare)), "engine": round(median(engine)),
-            "ratio": round(median(engine) / median(bare), 3),
-            "ratios": [round(e / b, 3) for e, b in zip(engine, bare, strict=True)]}  # type: ignore[dict-item]
+    return {
+        "bare": round(median(bare)),
+        "engine": round(median(engine)),
+        "ratio": round(median(engine) / median(bare), 3),
+        "ratios": [round(e / b, 3) for e, b in zip(engine, bare, strict=True)],
+    }  # type: ignore[dict-item]
 
 
 def main() -> None:
@@ -76,8 +83,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     got = measure(args.requests, args.concurrency, args.repeats)
-    print(f"throughput: bare aiohttp {got['bare']}/s, campaign run {got['engine']}/s, "
-          f"ratio {got['ratio']} (goal >= 0.8; per pair {got['ratios']})")
+    print(
+        f"throughput: bare aiohttp {got['bare']}/s, campaign run {got['engine']}/s, "
+        f"ratio {got['ratio']} (goal >= 0.8; per pair {got['ratios']})"
+    )
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ async def test_claims_and_outcomes_are_durable_and_read_back(tmp_path: Path) -> 
     await s.claim("u2", 2)
     s.record("u1", "sent", 1, 200, "ok", None)
     s.record("u2", "failed", 2, 400, "bad", "HTTP 400")
-    await s.close()
+    s.close()
     again = state.CampaignState(path, "c", "run-2")
     assert again.prior("u1") == state.Prior("sent", 1, 200, "ok", None)
     assert again.prior("u2") == state.Prior("failed", 2, 400, "bad", "HTTP 400")
     assert again.prior("u3") is None
-    await again.close()
+    again.close()
 
 
 async def test_a_claim_is_committed_before_it_returns(tmp_path: Path) -> None:
@@ -32,19 +32,19 @@ async def test_a_claim_is_committed_before_it_returns(tmp_path: Path) -> None:
     # Read from another connection, as a process after a crash would.
     report = state.status_report(path, "c")
     assert report["counts"]["sending"] == 1
-    await s.close()
+    s.close()
 
 
 async def test_what_was_in_flight_at_a_crash_becomes_uncertain(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     s = state.CampaignState(path, "c", "run-1")
     await s.claim("u1", 1)
-    s.close_sync()  # as if the process had died with u1 in flight
+    # no close(): as if the process had died with u1 in flight
     again = state.CampaignState(path, "c", "run-2")
     prior = again.prior("u1")
     assert prior is not None and prior.status == "uncertain"
     assert prior.error == state.IN_FLIGHT_AT_STOP
-    await again.close()
+    again.close()
 
 
 async def test_campaigns_in_one_state_file_are_apart(tmp_path: Path) -> None:
@@ -52,10 +52,10 @@ async def test_campaigns_in_one_state_file_are_apart(tmp_path: Path) -> None:
     a = state.CampaignState(path, "a", "r")
     await a.claim("u1", 1)
     a.record("u1", "sent", 1, 200, None, None)
-    await a.close()
+    a.close()
     b = state.CampaignState(path, "b", "r")
     assert b.prior("u1") is None
-    await b.close()
+    b.close()
 
 
 async def test_many_concurrent_claims_group_commit(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ async def test_many_concurrent_claims_group_commit(tmp_path: Path) -> None:
     await asyncio.gather(*(s.claim(f"u{i}", i) for i in range(500)))
     for i in range(500):
         s.record(f"u{i}", "sent", 1, 200, None, None)
-    await s.close()
+    s.close()
     assert state.status_report(tmp_path / "s.sqlite3", "c")["counts"]["sent"] == 500
 
 

@@ -161,19 +161,16 @@ async def _broadcast(
         )
     engine = Engine(jobs)
     started = time.monotonic()
-    hard_stop = await _drive(engine, jobs, options.quiet)
+    await _drive(engine, jobs, options.quiet)
     results = []
     for job in jobs:
-        if hard_stop:
-            job.state.close_sync()
-        else:
-            await job.state.close()
+        job.state.close()
         results.append(_finish(job, rid, time.monotonic() - started, options.sandbox))
     return RunResult(results, _overall([r.summary["exit_code"] for r in results]), options.sandbox)
 
 
-async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> bool:
-    """Run the engine with progress and signal handling; True after a hard (second) stop."""
+async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> None:
+    """Run the engine with progress and signal handling (a second signal stops at once)."""
     loop = asyncio.get_running_loop()
     main = asyncio.ensure_future(engine.run())
     signals = 0
@@ -200,13 +197,11 @@ async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> bool:
     progress = asyncio.ensure_future(Progress(jobs, quiet=quiet).run())
     try:
         await main
-        return False
     except asyncio.CancelledError:
         if signals < 2:
             raise
         for job in jobs:
             job.interrupted = True
-        return True
     finally:
         progress.cancel()
         await asyncio.gather(progress, return_exceptions=True)
