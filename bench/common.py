@@ -98,7 +98,8 @@ class Server:
 
 @contextmanager
 def server_process(rate: int = 0) -> Iterator[Server]:
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import common; common.serve(0, {rate})"
+    bench = str(ROOT / "bench")
+    code = f"import sys; sys.path.insert(0, {bench!r}); import common; common.serve(0, {rate})"
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -36,6 +36,7 @@ _FINAL_STATUS = {
     outcome.RETRY: "failed",  # retries ran out: the last outcome stands
 }
 _YIELD_EVERY = 256  # rows between yields to the loop while skipping without I/O
+_PAUSE = object()
 
 
 @dataclass
@@ -54,7 +55,6 @@ class Job:
     interrupted: bool = False
     first_start: float | None = None
     last_start: float | None = None
-    rows_seen: int = 0
     consecutive_failures: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -107,43 +107,39 @@ class Engine:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False
         ) as session:
-            queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=delivery.concurrency)
+            # Workers pull from one shared generator (no queue between them): a row is read
+            # only when a worker is free to send it, so a stop leaves nothing half-taken.
+            source = self._to_send(job)
             workers = [
-                asyncio.create_task(self._worker(job, queue, session))
+                asyncio.create_task(self._worker(job, source, session))
                 for _ in range(delivery.concurrency)
             ]
             try:
-                await self._produce(job, queue, len(workers))
                 await asyncio.gather(*workers)
             finally:
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _produce(self, job: Job, queue: asyncio.Queue[Prepared | None], workers: int) -> None:
+    def _to_send(self, job: Job) -> Iterator[Prepared | object]:
+        """The recipients to send, in order; skips are reported on the way.
+
+        Yields `_PAUSE` after a long run of rows with nothing to send (a rerun skipping a
+        million delivered rows), so the loop still serves signals and progress meanwhile.
+        """
         write = job.report.write
-        since_yield = 0
+        idle = 0
         for item in job.items:
-            if job.stopping:
-                break
-            job.rows_seen += 1
-            if type(item) is Skipped:
+            if isinstance(item, Skipped):
                 write(line(item.row, item.recipient, "skipped", reason=item.reason))
-                since_yield += 1
-                if since_yield >= _YIELD_EVERY:
-                    since_yield = 0
-                    await asyncio.sleep(0)
+            elif not self._settled_earlier(job, item):
+                idle = 0
+                yield item
                 continue
-            assert type(item) is Prepared
-            if self._settled_earlier(job, item):
-                since_yield += 1
-                if since_yield >= _YIELD_EVERY:
-                    since_yield = 0
-                    await asyncio.sleep(0)
-                continue
-            await queue.put(item)
-        for _ in range(workers):
-            await queue.put(None)
+            idle += 1
+            if idle >= _YIELD_EVERY:
+                idle = 0
+                yield _PAUSE
 
     @staticmethod
     def _settled_earlier(job: Job, item: Prepared) -> bool:
@@ -155,65 +151,55 @@ class Engine:
             write(line(item.row, item.recipient, "skipped", reason="already sent"))
             return True
         if prior.status == "failed" and not job.retry_failed:
-            write(
-                line(
-                    item.row,
-                    item.recipient,
-                    "failed",
-                    reason="failed in an earlier run; not retried (use --retry-failed)",
-                    http_status=prior.http_status,
-                    result=prior.result,
-                    error=prior.error,
-                )
+            reason = "failed in an earlier run; not retried (use --retry-failed)"
+        elif prior.status == "uncertain" and not job.resend_uncertain:
+            reason = "uncertain since an earlier run; not resent (use --resend-uncertain)"
+        else:
+            return False
+        write(
+            line(
+                item.row,
+                item.recipient,
+                prior.status,
+                reason=reason,
+                http_status=prior.http_status,
+                result=prior.result,
+                error=prior.error,
             )
-            return True
-        if prior.status == "uncertain" and not job.resend_uncertain:
-            write(
+        )
+        return True
+
+    async def _worker(
+        self, job: Job, source: Iterator[Prepared | object], session: aiohttp.ClientSession
+    ) -> None:
+        for item in source:
+            if item is _PAUSE:
+                await asyncio.sleep(0)
+            else:
+                assert type(item) is Prepared
+                await self._send(job, item, session)
+            if job.stopping:
+                return
+
+    async def _send(self, job: Job, item: Prepared, session: aiohttp.ClientSession) -> None:
+        await job.state.claim(item.recipient, item.row)
+        attempts = 0
+        try:
+            last, attempts = await self._deliver(job, session, item)
+        except asyncio.CancelledError:
+            # A hard stop: the request may be out. The state keeps it 'sending', which the
+            # next run reads as uncertain; the report says so now.
+            job.report.write(
                 line(
                     item.row,
                     item.recipient,
                     "uncertain",
-                    reason="uncertain since an earlier run; not resent (use --resend-uncertain)",
-                    http_status=prior.http_status,
-                    result=prior.result,
-                    error=prior.error,
+                    attempts=attempts,
+                    error="interrupted while in flight",
                 )
             )
-            return True
-        return False
-
-    async def _worker(
-        self, job: Job, queue: asyncio.Queue[Prepared | None], session: aiohttp.ClientSession
-    ) -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            if job.stopping:
-                why = "interrupted" if job.interrupted else "run aborted"
-                job.report.write(
-                    line(item.row, item.recipient, "skipped", reason=f"not sent: {why}")
-                )
-                continue
-            await job.state.claim(item.recipient, item.row)
-            attempts = 0
-            last: Attempt | None = None
-            try:
-                last, attempts = await self._deliver(job, session, item)
-            except asyncio.CancelledError:
-                # A hard stop: the request may be out. The state keeps it 'sending', which the
-                # next run reads as uncertain; the report says so now.
-                job.report.write(
-                    line(
-                        item.row,
-                        item.recipient,
-                        "uncertain",
-                        attempts=attempts,
-                        error="interrupted while in flight",
-                    )
-                )
-                raise
-            self._settle(job, item, last, attempts)
+            raise
+        self._settle(job, item, last, attempts)
 
     async def _deliver(
         self, job: Job, session: aiohttp.ClientSession, item: Prepared
