@@ -10,7 +10,6 @@ send.
 from __future__ import annotations
 
 from array import array
-from hashlib import blake2b
 
 _EMPTY = 0
 
@@ -28,8 +27,9 @@ class SeenIndex:
 
     @staticmethod
     def _hash(key: str) -> int:
-        # Stable across processes (unlike hash()), and never the empty marker.
-        return int.from_bytes(blake2b(key.encode(), digest_size=8).digest(), "little") or 1
+        # The index lives for one run, so the interpreter's own (cached) string hash serves;
+        # folded to unsigned 64 bits, and never the empty marker.
+        return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1
 
     def first_row(self, key: str, row: int) -> int | None:
         """The row that named ``key`` before, or None after remembering it at ``row``."""

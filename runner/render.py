@@ -109,15 +109,13 @@ class Renderer:
         self._strict_joined = self._join(STRICT, self._strict, where)
         self._lenient_joined = self._join(LENIENT, self._lenient, None)
 
-    def _join(
-        self, env: _Environment, indexes: list[int], where: str | None
-    ) -> jinja2.Template | None:
+    def _join(self, env: _Environment, indexes: list[int], where: str | None) -> _Compiled | None:
         if not indexes and where is None:
             return None
         body = _SEP.join(self._fields[i].source for i in indexes)
         if where is not None:
             body = f"{{% if {where} %}}{_SEP}{body}{{% else %}}{_FILTERED}{{% endif %}}"
-        return env.from_string(body)
+        return _Compiled(env.from_string(body), self._context, body)
 
     def render(self, customer: dict[str, Any]) -> list[str] | Skip:
         """The values of every field in order, or the reason this customer is skipped."""
@@ -127,7 +125,7 @@ class Renderer:
         if self._strict_joined is not None:
             values = values.copy()
             try:
-                out = _render(self._strict_joined, context)
+                out = self._strict_joined()
             except Exception:
                 return self._diagnose(context)
             if self._where is not None:
@@ -144,7 +142,7 @@ class Renderer:
             if values is self._values:
                 values = values.copy()
             try:
-                parts = _render(self._lenient_joined, context).split(_SEP)
+                parts = self._lenient_joined().split(_SEP)
             except Exception:
                 return self._diagnose(context)
             if len(parts) != len(self._lenient):
@@ -182,8 +180,39 @@ class Renderer:
         return Skip("template error")
 
 
-def _render(template: jinja2.Template, context: dict[str, Any]) -> str:
-    return "".join(template.root_render_func(template.new_context(context, shared=True)))
+class _Compiled:
+    """A joined template bound once to the renderer's context dict.
+
+    Jinja builds a new Context per render; a shared one reads the caller's dict directly, so
+    it can be made once and reused, as long as the template never assigns (``{% set %}``,
+    loops, macros), which would leave values behind for the next customer.
+    """
+
+    def __init__(self, template: jinja2.Template, context: dict[str, Any], source: str) -> None:
+        self._template = template
+        self._render = template.root_render_func
+        writes = any(
+            True
+            for node_type in (
+                nodes.Assign,
+                nodes.AssignBlock,
+                nodes.For,
+                nodes.Macro,
+                nodes.CallBlock,
+                nodes.With,
+                nodes.Import,
+                nodes.FromImport,
+            )
+            for _ in template.environment.parse(source).find_all(node_type)
+        )
+        self._shared = None if writes else template.new_context(context, shared=True)
+        self._context = context
+
+    def __call__(self) -> str:
+        shared = self._shared
+        if shared is None:
+            return "".join(self._render(self._template.new_context(self._context, shared=True)))
+        return "".join(self._render(shared))
 
 
 def _reason(exc: Exception, where: str) -> Skip:

@@ -84,3 +84,21 @@ def test_no_environment_variables_or_helpers_are_reachable() -> None:
 
 def test_a_field_named_like_a_dict_method_is_the_field() -> None:
     assert renderer("{{ customer.items }}").render({"items": "3 books"}) == ["3 books"]
+
+
+def test_assignments_never_leak_from_one_customer_to_the_next() -> None:
+    r = renderer(
+        "{% if customer.vip is defined %}{% set tier = 'VIP' %}{% endif %}"
+        "{{ tier | default('standard') }}"
+    )
+    assert r.render({"vip": "1"}) == ["VIP"]
+    assert r.render({}) == ["standard"]
+
+
+def test_many_customers_in_a_row_each_get_their_own_values() -> None:
+    r = renderer("{{ customer.id }}", ("{{ customer.email }}", True), where="customer.ok == 'y'")
+    got = [
+        r.render({"id": str(i), "ok": "y" if i % 2 else "n", **({"email": "e"} if i % 3 else {})})
+        for i in range(6)
+    ]
+    assert got == [FILTERED, ["1", "e"], FILTERED, ["3", ""], FILTERED, ["5", "e"]]
