@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -68,6 +69,13 @@ class Job:
         return self._stop.is_set()
 
 
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    pacer, slot = context.trace_request_ctx
+    pacer.sent(slot)
+
+
 def line(row: int, recipient: str | None, status: str, **extra: Any) -> dict[str, Any]:
     return {
         "row": row,
@@ -104,8 +112,11 @@ class Engine:
             total=None, connect=delivery.timeout, sock_read=delivery.timeout
         )
         connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0)
+        # The pacer learns when each request is really written (see pacing.py).
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_headers_sent)
         async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False
+            connector=connector, timeout=timeout, auto_decompress=False, trace_configs=[trace]
         ) as session:
             # Workers pull from one shared generator (no queue between them): a row is read
             # only when a worker is free to send it, so a stop leaves nothing half-taken.
@@ -208,8 +219,9 @@ class Engine:
         request = item.request
         url = URL(request.url, encoded=True)
         attempts = 0
+        pacer = job.pacer
         while True:
-            await job.pacer.acquire()
+            slot = await pacer.acquire()
             attempts += 1
             started = time.monotonic()
             if job.first_start is None:
@@ -222,6 +234,7 @@ class Engine:
                     headers=request.headers,
                     data=request.body,
                     allow_redirects=False,
+                    trace_request_ctx=(pacer, slot),
                 ) as response:
                     body = await response.read()
                 attempt = outcome.from_response(
@@ -229,6 +242,9 @@ class Engine:
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 attempt = outcome.from_exception(exc)
+            finally:
+                if not slot.sent:
+                    pacer.never_sent(slot)
             attempt.latency_ms = round((time.monotonic() - started) * 1000, 2)
             again = attempt.kind == outcome.RETRY or (
                 attempt.kind == outcome.UNCERTAIN and delivery.retry_timeouts

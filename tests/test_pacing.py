@@ -36,7 +36,7 @@ async def test_a_burst_never_exceeds_the_rate_in_any_second() -> None:
     starts: list[float] = []
 
     async def one() -> None:
-        await pacer.acquire()
+        pacer.sent(await pacer.acquire())
         starts.append(clock.now)
 
     await asyncio.gather(*(one() for _ in range(1000)))
@@ -46,21 +46,28 @@ async def test_a_burst_never_exceeds_the_rate_in_any_second() -> None:
     assert sustained >= 24.25
 
 
-async def test_the_first_rate_requests_go_at_once() -> None:
+async def test_releases_are_spread_evenly_over_the_window() -> None:
     clock = FakeClock()
     pacer = Pacer(5, clock=clock, sleep=clock.sleep)
-    for _ in range(5):
-        await pacer.acquire()
-    assert clock.sleeps == []
-    await pacer.acquire()
-    assert clock.sleeps == [1.015]  # the oldest start must be a full window old
+    times = []
+    for _ in range(6):
+        pacer.sent(await pacer.acquire())
+        times.append(round(clock.now, 6))
+    assert times == [
+        0.0,
+        0.203,
+        0.406,
+        0.609,
+        0.812,
+        1.015,
+    ]  # the oldest start must be a full window old
 
 
 async def test_spaced_requests_never_wait() -> None:
     clock = FakeClock()
     pacer = Pacer(2, clock=clock, sleep=clock.sleep)
     for _ in range(10):
-        await pacer.acquire()
+        pacer.sent(await pacer.acquire())
         clock.now += 0.6
     assert clock.sleeps == []
 
@@ -71,11 +78,47 @@ async def test_waiters_are_served_in_order() -> None:
     order: list[int] = []
 
     async def one(i: int) -> None:
-        await pacer.acquire()
+        pacer.sent(await pacer.acquire())
         order.append(i)
 
     await asyncio.gather(*(one(i) for i in range(5)))
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_a_request_written_late_holds_back_the_one_a_window_after_it() -> None:
+    """The server counts arrivals: the log keeps when a request was written, not released."""
+    clock = FakeClock()
+    pacer = Pacer(2, clock=clock, sleep=clock.sleep)
+    first = await pacer.acquire()
+    pacer.sent(await pacer.acquire())
+    clock.now = 0.5
+    pacer.sent(first)  # the loop was busy: the first request went out half a second late
+    await pacer.acquire()
+    assert clock.now == 0.5 + 1.015  # a window after it was written, not after its release
+
+
+async def test_a_request_not_yet_written_is_waited_for() -> None:
+    clock = FakeClock()
+    pacer = Pacer(1, clock=clock, sleep=clock.sleep)
+    first = await pacer.acquire()
+
+    async def write_later() -> None:
+        while clock.now < 2.0:
+            await asyncio.sleep(0)
+        pacer.sent(first)
+
+    writer = asyncio.ensure_future(write_later())
+    await pacer.acquire()
+    await writer
+    assert clock.now >= 2.0 + 1.015
+
+
+async def test_a_request_that_never_left_frees_its_place() -> None:
+    clock = FakeClock()
+    pacer = Pacer(1, clock=clock, sleep=clock.sleep)
+    pacer.never_sent(await pacer.acquire())  # e.g. the connection was refused
+    await pacer.acquire()
+    assert clock.now == 1.015
 
 
 def test_campaigns_sharing_a_bot_share_one_pacer_at_the_strictest_rate() -> None:
