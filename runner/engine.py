@@ -113,10 +113,13 @@ class Engine:
         )
         connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0)
         # The pacer learns when each request is really written (see pacing.py).
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(_headers_sent)
+        traces = []
+        if job.pacer.traced:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_headers_sent)
+            traces.append(trace)
         async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, trace_configs=[trace]
+            connector=connector, timeout=timeout, auto_decompress=False, trace_configs=traces
         ) as session:
             # Workers pull from one shared generator (no queue between them): a row is read
             # only when a worker is free to send it, so a stop leaves nothing half-taken.
