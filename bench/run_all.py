@@ -1,0 +1,67 @@
+"""Run every benchmark and print the figures side by side.
+
+python bench/run_all.py           # the full set (about five minutes on two cores)
+python bench/run_all.py --smoke   # tiny sizes: proves the scripts still work (CI runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+FULL = [
+    ["pacing.py", "--requests", "1000", "--rate", "25"],
+    ["throughput.py", "--requests", "20000", "--repeats", "5"],
+    ["plan_scale.py", "--sizes", "50000,200000,1000000", "--repeats", "3"],
+    ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250"],
+]
+SMOKE = [
+    ["pacing.py", "--requests", "30", "--rate", "20"],
+    ["throughput.py", "--requests", "300", "--repeats", "1"],
+    ["plan_scale.py", "--sizes", "2000,4000", "--repeats", "1"],
+    ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15"],
+]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the scripts")
+    args = parser.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    failed = 0
+    for script, *options in SMOKE if args.smoke else FULL:
+        done = subprocess.run(
+            [sys.executable, str(HERE / script), *options], capture_output=True, text=True
+        )
+        sys.stdout.write(done.stdout)
+        if done.returncode != 0:
+            failed += 1
+            sys.stdout.write(f"{script} failed:\n{done.stderr[-2000:]}\n")
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
