@@ -246,3 +246,20 @@ class CliRunnerWithStderr:
         from runner.cli import cli
 
         return CliRunner().invoke(cli, ["run", str(path), "--report", "r"], catch_exceptions=False)
+
+
+def test_dry_run_with_a_plan_checks_it_still_matches(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=2)
+    invoke("plan", path, "--out", "reviewed.plan.json", "--report", "p")
+    ok = invoke("run", path, "--plan", "reviewed.plan.json", "--dry-run", "--report", "c1")
+    assert ok.exit_code == 0 and ok.output.endswith("Dry run: nothing was sent.\n")
+    (tmp_path / "customers.csv").write_text("id,first_name\n1,A\n")
+    stale = invoke("run", path, "--plan", "reviewed.plan.json", "--dry-run")
+    assert stale.exit_code == 2 and "changed since the plan" in stale.output
+    assert server.arrivals == []

@@ -58,7 +58,11 @@ class RunResult:
 def run(targets: list[str], options: RunOptions) -> RunResult:
     paths = campaigns.expand(targets)
     loaded = _load_all(paths)
-    if options.dry_run:
+    if options.plan is not None:
+        if len(loaded) != 1:
+            raise UsageError("--plan checks one campaign file at a time")
+        plandigest.verify(options.plan, loaded[0])
+    if options.dry_run:  # with --plan: "does the reviewed plan still match?", sending nothing
         plans = [
             plan(
                 c.path,
@@ -68,10 +72,6 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
             for c in loaded
         ]
         return RunResult([], 0, options.sandbox, plans)
-    if options.plan is not None:
-        if len(loaded) != 1:
-            raise UsageError("--plan checks one campaign file at a time")
-        plandigest.verify(options.plan, loaded[0])
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
     return asyncio.run(_run(loaded, endpoints, options))
