@@ -54,6 +54,14 @@ output_option = click.option(
 )
 
 
+state_option = click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path),
+    help="State file (default .campaign-state/<name>.sqlite3).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="campaign")
 def cli() -> None:
@@ -132,12 +140,7 @@ def plan(
     help="Report folder (default reports/<name>/<run-id>/; one folder per campaign "
     "inside it when several run).",
 )
-@click.option(
-    "--state",
-    "state_file",
-    type=click.Path(path_type=Path),
-    help="State file (default .campaign-state/<name>.sqlite3).",
-)
+@state_option
 @click.option("--dry-run", is_flag=True, help="Same as `campaign plan`: send nothing.")
 @click.option(
     "--sandbox",
@@ -202,12 +205,7 @@ def run(
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option(
-    "--state",
-    "state_file",
-    type=click.Path(path_type=Path),
-    help="State file (default .campaign-state/<name>.sqlite3).",
-)
+@state_option
 @click.option("--sandbox", is_flag=True, help="Read the sandbox state instead.")
 @output_option
 @_errors_to_exit_codes

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from runner.apis import Request
+from runner.apis import Request, check_attributes
 from runner.model import Endpoint, Field, V1Message
 
 _JSON = {"Content-Type": "application/json"}
@@ -54,6 +54,19 @@ def _attribute_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def check(data: dict[str, Any], blocks: tuple[str, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Reserved attribute names, and exactly one of the API's ways to name the block."""
+    problems = check_attributes(data.get("attributes") or {})
+    has = [key for key in blocks if key in data]
+    options = " or ".join(blocks) if len(blocks) == 2 else "one of " + ", ".join(blocks)
+    if len(has) > 1:
+        which = "both" if len(blocks) == 2 else " and ".join(has)
+        problems.append((("message", has[1]), f"give {options}, not {which}"))
+    elif not has:
+        problems.append((("message",), f"expected {options} (one is required)"))
+    return problems
 
 
 def fields(message: V1Message) -> list[Field]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.apis import _query, check_attributes
+from runner.apis import _query
 from runner.model import Endpoint, Field, V1Message
 
 NAMES = {
@@ -25,18 +25,7 @@ def template_fields(message: V1Message) -> list[Field]:
 
 
 def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    problems = check_attributes(data.get("attributes") or {})
-    has = [key for key in ("block_name", "block_id", "flow_name") if key in data]
-    if len(has) > 1:
-        problems.append(
-            (
-                ("message", has[1]),
-                f"give one of block_name, block_id, flow_name, not {' and '.join(has)}",
-            )
-        )
-    elif not has:
-        problems.append((("message",), "expected one of block_name, block_id, flow_name"))
-    return problems
+    return _query.check(data, ("block_name", "block_id", "flow_name"))
 
 
 def builder(message: V1Message, endpoint: Endpoint) -> _query.QueryBuilder:

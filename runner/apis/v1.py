@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.apis import _query, check_attributes
+from runner.apis import _query
 from runner.model import Endpoint, Field, V1Message
 
 NAMES = {
@@ -24,13 +24,7 @@ def template_fields(message: V1Message) -> list[Field]:
 
 
 def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    problems = check_attributes(data.get("attributes") or {})
-    has = [key for key in ("block_name", "block_id") if key in data]
-    if len(has) == 2:
-        problems.append((("message", "block_id"), "give block_name or block_id, not both"))
-    elif not has:
-        problems.append((("message",), "expected block_name or block_id (one is required)"))
-    return problems
+    return _query.check(data, ("block_name", "block_id"))
 
 
 def builder(message: V1Message, endpoint: Endpoint) -> _query.QueryBuilder:
