@@ -6,14 +6,18 @@ preview cannot drift from the broadcast.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from runner import apis, audience, secrets
 from runner.apis import Request
 from runner.dedupe import SeenIndex
+from runner.errors import UsageError
 from runner.model import DEFAULT_BASES, Campaign, Endpoint
 from runner.render import Renderer, Skip
+
+_HTTP_URL = re.compile(r"https?://[^/\s?#]+")
 
 
 class Prepared(NamedTuple):
@@ -49,6 +53,10 @@ def endpoint(
 
     if base_url is None:
         base_url = value(bot.base_url, "base_url") if bot.base_url else DEFAULT_BASES[bot.api]
+        if strict and not _HTTP_URL.match(base_url):
+            raise UsageError(
+                f"{campaign.path}: bot.base_url: {base_url!r} is not an http:// or https:// URL"
+            )
     return Endpoint(
         base_url=base_url.rstrip("/"),
         bot_id=value(bot.id, "id"),

@@ -21,7 +21,6 @@ runners and Ctrl-C do); it trades only the last commits on a power loss of the m
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import sqlite3
 import time
@@ -103,8 +102,8 @@ def campaign_lock(path: Path, campaign: str) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle = lock_path.open("a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        _lock_exclusive(handle.fileno())
+    except OSError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
@@ -120,6 +119,18 @@ def campaign_lock(path: Path, campaign: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _lock_exclusive(fd: int) -> None:
+    """Take the file lock without waiting; OSError when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @dataclass(frozen=True)

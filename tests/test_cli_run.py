@@ -263,3 +263,15 @@ def test_dry_run_with_a_plan_checks_it_still_matches(
     stale = invoke("run", path, "--plan", "reviewed.plan.json", "--dry-run")
     assert stale.exit_code == 2 and "changed since the plan" in stale.output
     assert server.arrivals == []
+
+
+def test_a_base_url_from_the_environment_must_be_a_url(
+    invoke: Callable[..., Result], v1_campaign: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = v1_campaign("${API_BASE}", rows=1)
+    monkeypatch.setenv("API_BASE", "api.example.invalid")
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"{path}: bot.base_url: 'api.example.invalid' is not an http:// or https:// URL\n"
+    )

@@ -228,3 +228,24 @@ async def test_the_token_never_reaches_reports_or_output(
         assert TOKEN not in file.read_text(), file
     for file in (tmp_path / ".campaign-state").iterdir():
         assert TOKEN.encode() not in file.read_bytes(), file
+
+
+async def test_uncertain_recipients_are_resent_only_when_asked(
+    aiohttp_server: Any, v1_campaign: Callable[..., Path]
+) -> None:
+    api = ScriptedAPI(scripts={"1": ["drop", "ok"]})
+    path = v1_campaign(await serve(api, aiohttp_server), rows=2, retries=3)
+    assert (await broadcast(path)).exit_code == 1
+    again = await broadcast(path, report=Path("again"))
+    assert again.exit_code == 1
+    rows = by_row(Path("again"))
+    assert rows[1]["status"] == "uncertain"
+    assert (
+        rows[1]["reason"] == "uncertain since an earlier run; not resent (use --resend-uncertain)"
+    )
+    assert rows[2]["reason"] == "already sent"
+    assert len(api.hits["1"]) == 1
+    resent = await broadcast(path, report=Path("resent"), resend_uncertain=True)
+    assert resent.exit_code == 0
+    assert by_row(Path("resent"))[1]["status"] == "sent"
+    assert len(api.hits["1"]) == 2

@@ -119,3 +119,27 @@ def test_a_second_run_of_the_same_campaign_is_refused(
     finally:
         first.kill()
         first.communicate(timeout=10)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_state_consistent(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path]
+) -> None:
+    server = mock(latency_ms=3000)  # every request hangs: only a hard stop ends this quickly
+    path = v1_campaign(server.url, rows=50, rate=100, concurrency=CONCURRENCY, timeout=30)
+    first = start(path, "r1")
+    wait_for_arrivals(server, CONCURRENCY)
+    first.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=20)
+    assert first.returncode == 130, stderr
+    in_flight = {r["recipient"] for r in results(Path("r1")) if r["status"] == "uncertain"}
+    assert len(in_flight) == CONCURRENCY
+    second = subprocess.run(
+        [sys.executable, "-m", "runner", "status", str(path), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    state = json.loads(second.stdout)
+    assert state["counts"]["sending"] == CONCURRENCY  # the next run reports them as uncertain
