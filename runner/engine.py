@@ -76,17 +76,29 @@ async def _headers_sent(
     pacer.sent(slot)
 
 
-def line(row: int, recipient: str | None, status: str, **extra: Any) -> dict[str, Any]:
+def line(
+    row: int,
+    recipient: str | None,
+    status: str,
+    *,
+    reason: str | None = None,
+    http_status: int | None = None,
+    attempts: int = 0,
+    result: str | None = None,
+    error: str | None = None,
+    latency_ms: float | None = None,
+) -> dict[str, Any]:
+    """One results.jsonl line: every key, always, so that readers need no defaults."""
     return {
         "row": row,
         "recipient": recipient,
         "status": status,
-        "reason": extra.get("reason"),
-        "http_status": extra.get("http_status"),
-        "attempts": extra.get("attempts", 0),
-        "result": extra.get("result"),
-        "error": extra.get("error"),
-        "latency_ms": extra.get("latency_ms"),
+        "reason": reason,
+        "http_status": http_status,
+        "attempts": attempts,
+        "result": result,
+        "error": error,
+        "latency_ms": latency_ms,
     }
 
 
@@ -224,7 +236,7 @@ class Engine:
         attempts = 0
         pacer = job.pacer
         while True:
-            slot = await pacer.acquire()
+            slot = pacer.try_acquire() or await pacer.acquire()
             attempts += 1
             started = time.monotonic()
             if job.first_start is None:

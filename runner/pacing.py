@@ -63,8 +63,8 @@ class Pacer:
         self._next = 0.0  # the earliest moment of the next release
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> Slot:
-        """Wait until one more request may go; the caller marks it `sent` once written."""
+    def try_acquire(self) -> Slot | None:
+        """A place for one more request now, or None (then await `acquire`)."""
         log = self._log
         if not self._lock.locked():
             now = self._clock()
@@ -72,6 +72,14 @@ class Pacer:
                 len(log) < self.rate or (log[0].sent and now - log[0].t >= self._window)
             ):
                 return self._release(now)
+        return None
+
+    async def acquire(self) -> Slot:
+        """Wait until one more request may go; the caller marks it `sent` once written."""
+        slot = self.try_acquire()
+        if slot is not None:
+            return slot
+        log = self._log
         # Waiters queue up in order behind the lock, so nobody is starved.
         async with self._lock:
             while True:

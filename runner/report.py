@@ -42,12 +42,13 @@ class Tally:
 
     counts: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
-    http: Counter[str] = field(default_factory=Counter)
+    http: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     latencies: array[float] = field(default_factory=lambda: array("d"))
     requests: int = 0  # HTTP attempts, retries included
 
     def add(self, line: dict[str, Any]) -> None:
+        # Every line has every key (engine.line and the plan write them all).
         status = line["status"]
         self.counts[status] += 1
         if status == "skipped":
@@ -56,13 +57,15 @@ class Tally:
                 self.reasons[group] += 1
             else:
                 self.reasons["other reasons"] += 1
-        if line.get("http_status") is not None:
-            self.http[str(line["http_status"])] += 1
-        if line.get("error"):
+        http_status = line["http_status"]
+        if http_status is not None:
+            self.http[http_status] += 1
+        if line["error"]:
             self.errors[line["error"]] += 1
-        if line.get("latency_ms") is not None:
-            self.latencies.append(line["latency_ms"])
-        self.requests += line.get("attempts") or 0
+        latency = line["latency_ms"]
+        if latency is not None:
+            self.latencies.append(latency)
+        self.requests += line["attempts"]
 
     def percentiles(self) -> dict[str, float] | None:
         if not self.latencies:
@@ -103,7 +106,7 @@ class ReportWriter:
             "skipped_by_reason": dict(t.reasons.most_common()),
             "requests": t.requests,
             "latency_ms": t.percentiles(),
-            "http_status": dict(sorted(t.http.items())),
+            "http_status": {str(code): n for code, n in sorted(t.http.items())},
             "errors": sorted(t.errors),
             "report": str(self.directory),
         }

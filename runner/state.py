@@ -242,13 +242,13 @@ class CampaignState:
         ).fetchone()
         return Prior(*found) if found else None
 
-    async def claim(self, recipient: str, row: int) -> None:
-        """Return once ``recipient`` is durably marked as being sent."""
+    def claim(self, recipient: str, row: int) -> asyncio.Future[None]:
+        """A future done once ``recipient`` is durably marked as being sent: await it."""
         self._pending.append(orjson.dumps([CLAIM, recipient, row, time.time()]) + b"\n")
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._schedule()
-        await waiter
+        return waiter
 
     def record(
         self,
