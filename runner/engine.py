@@ -154,11 +154,12 @@ class Engine:
         million delivered rows), so the loop still serves signals and progress meanwhile.
         """
         write = job.report.write
+        history = job.state.has_history
         idle = 0
         for item in job.items:
             if isinstance(item, Skipped):
                 write(line(item.row, item.recipient, "skipped", reason=item.reason))
-            elif not self._settled_earlier(job, item):
+            elif not history or not self._settled_earlier(job, item):
                 idle = 0
                 yield item
                 continue
@@ -198,34 +199,30 @@ class Engine:
     async def _worker(
         self, job: Job, source: Iterator[Prepared | object], session: aiohttp.ClientSession
     ) -> None:
+        claim = job.state.claim
         for item in source:
             if item is _PAUSE:
                 await asyncio.sleep(0)
             else:
                 assert type(item) is Prepared
-                await self._send(job, item, session)
+                await claim(item.recipient, item.row)
+                try:
+                    attempt, attempts = await self._deliver(job, session, item)
+                except asyncio.CancelledError:
+                    # A hard stop: the request may be out. The state keeps it 'sending',
+                    # which the next run reads as uncertain; the report says so now.
+                    job.report.write(
+                        line(
+                            item.row,
+                            item.recipient,
+                            "uncertain",
+                            error="interrupted while in flight",
+                        )
+                    )
+                    raise
+                self._settle(job, item, attempt, attempts)
             if job.stopping:
                 return
-
-    async def _send(self, job: Job, item: Prepared, session: aiohttp.ClientSession) -> None:
-        await job.state.claim(item.recipient, item.row)
-        attempts = 0
-        try:
-            last, attempts = await self._deliver(job, session, item)
-        except asyncio.CancelledError:
-            # A hard stop: the request may be out. The state keeps it 'sending', which the
-            # next run reads as uncertain; the report says so now.
-            job.report.write(
-                line(
-                    item.row,
-                    item.recipient,
-                    "uncertain",
-                    attempts=attempts,
-                    error="interrupted while in flight",
-                )
-            )
-            raise
-        self._settle(job, item, last, attempts)
 
     async def _deliver(
         self, job: Job, session: aiohttp.ClientSession, item: Prepared

@@ -223,7 +223,7 @@ class CampaignState:
             "WHERE campaign = ? AND status = 'sending'",
             (IN_FLIGHT_AT_STOP, campaign),
         )
-        self._has_history = self._db.execute(
+        self.has_history: bool = self._db.execute(
             "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)", (campaign,)
         ).fetchone()[0]
         self._fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -233,7 +233,7 @@ class CampaignState:
 
     def prior(self, recipient: str) -> Prior | None:
         """What an earlier run of this campaign left for ``recipient``."""
-        if not self._has_history:
+        if not self.has_history:
             return None
         found = self._db.execute(
             "SELECT status, attempts, http_status, result, error FROM recipients "
