@@ -21,18 +21,14 @@ WAL with ``synchronous=NORMAL`` does; both trade only the last writes on a power
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from runner.errors import LockHeld, UsageError
+from runner import journal as journal_file
+from runner.errors import UsageError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recipients (
@@ -69,9 +65,6 @@ CREATE TABLE IF NOT EXISTS folded_runs (
     PRIMARY KEY (campaign, run_id)
 ) WITHOUT ROWID;
 """
-# Journal records, one JSON array a line: [RUN, run_id] first, then [CLAIM, recipient, row, t]
-# and [OUTCOME, recipient, status, attempts, http_status, result, error, t].
-RUN, CLAIM, OUTCOME = 0, 1, 2
 IN_FLIGHT_AT_STOP = "in flight when an earlier run stopped; its outcome is unknown"
 
 
@@ -102,48 +95,6 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-@contextmanager
-def campaign_lock(path: Path, campaign: str) -> Iterator[None]:
-    """Hold the lock of ``campaign`` in the state file at ``path`` for a run.
-
-    An OS file lock is released by the kernel when its process dies, however it dies, so a
-    lock left by a killed run never blocks the next one.
-    """
-    lock_path = path.with_name(f"{path.name}.{campaign}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = lock_path.open("a+")
-    try:
-        _lock_exclusive(handle.fileno())
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise LockHeld(
-            f"campaign {campaign} is already running ({holder}) with state {path}; "
-            "wait for that run to finish: nothing was sent"
-        ) from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-def _lock_exclusive(fd: int) -> None:
-    """Take the file lock without waiting; OSError when another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
 @dataclass(frozen=True)
 class Prior:
     status: str
@@ -151,23 +102,6 @@ class Prior:
     http_status: int | None
     result: str | None
     error: str | None
-
-
-def journal_path(path: Path, campaign: str) -> Path:
-    return path.with_name(f"{path.name}.{campaign}.journal")
-
-
-def _records(journal: Path) -> Iterator[list[Any]]:
-    """The journal's records; a torn last line (the process died mid-write) ends it."""
-    with journal.open("rb") as handle:
-        for line in handle:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                return
-            if not isinstance(record, list) or not record:
-                return
-            yield record
 
 
 def fold(db: sqlite3.Connection, campaign: str, journal: Path) -> None:
@@ -188,18 +122,18 @@ def fold(db: sqlite3.Connection, campaign: str, journal: Path) -> None:
 
 def _apply(db: sqlite3.Connection, campaign: str, journal: Path) -> str | None:
     """Replay a journal inside the caller's transaction; its run id, None if folded before."""
-    records = _records(journal)
+    records = journal_file.records(journal)
     header = next(records, None)
-    run_id = str(header[1]) if header and header[0] == RUN else journal.name
+    run_id = str(header[1]) if header and header[0] == journal_file.RUN else journal.name
     if db.execute(
         "SELECT 1 FROM folded_runs WHERE campaign = ? AND run_id = ?", (campaign, run_id)
     ).fetchone():
         return None
     for record in records:
-        if record[0] == CLAIM:
+        if record[0] == journal_file.CLAIM:
             _, recipient, row, at = record
             db.execute(_CLAIM, (campaign, recipient, row, run_id, at, at))
-        elif record[0] == OUTCOME:
+        elif record[0] == journal_file.OUTCOME:
             _, recipient, status, attempts, http_status, result, error, at = record
             db.execute(
                 _OUTCOME, (status, attempts, http_status, result, error, at, campaign, recipient)
@@ -215,7 +149,7 @@ class CampaignState:
         self.campaign = campaign
         self.run_id = run_id
         self._db = connect(path)
-        self._journal_path = journal_path(path, campaign)
+        self._journal_path = journal_file.path_for(path, campaign)
         fold(self._db, campaign, self._journal_path)  # what a crashed run left
         # Whatever was in flight when an earlier run died may or may not have been sent.
         self._db.execute(
@@ -226,8 +160,7 @@ class CampaignState:
         self.has_history: bool = self._db.execute(
             "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)", (campaign,)
         ).fetchone()[0]
-        self._fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._pending: list[bytes] = [orjson.dumps([RUN, run_id]) + b"\n"]
+        self._journal = journal_file.Writer(self._journal_path, run_id)
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
 
@@ -244,7 +177,7 @@ class CampaignState:
 
     def claim(self, recipient: str, row: int) -> asyncio.Future[None]:
         """A future done once ``recipient`` is durably marked as being sent: await it."""
-        self._pending.append(orjson.dumps([CLAIM, recipient, row, time.time()]) + b"\n")
+        self._journal.add([journal_file.CLAIM, recipient, row, time.time()])
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._schedule()
@@ -260,11 +193,17 @@ class CampaignState:
         error: str | None,
     ) -> None:
         """Queue an outcome; it is written with the next claim or at `close`."""
-        self._pending.append(
-            orjson.dumps(
-                [OUTCOME, recipient, status, attempts, http_status, result, error, time.time()]
-            )
-            + b"\n"
+        self._journal.add(
+            [
+                journal_file.OUTCOME,
+                recipient,
+                status,
+                attempts,
+                http_status,
+                result,
+                error,
+                time.time(),
+            ]
         )
         self._schedule()
 
@@ -289,21 +228,13 @@ class CampaignState:
                 waiter.set_result(None)
 
     def _write(self) -> None:
-        if not self._pending:
-            return
-        data = memoryview(b"".join(self._pending))
-        self._pending = []
-        while data:
-            data = data[os.write(self._fd, data) :]
+        self._journal.write()
 
     def close(self) -> None:
         """Write what is left (also after a hard stop), fold the journal, close the file."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        try:
-            self._write()
-        finally:
-            os.close(self._fd)
+        self._journal.close()
         fold(self._db, self.campaign, self._journal_path)
         self._db.close()
 
@@ -313,7 +244,7 @@ def status_report(path: Path, campaign: str) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no state yet for campaign {campaign} (has it been run?)")
     db = connect(path)
-    journal = journal_path(path, campaign)
+    journal = journal_file.path_for(path, campaign)
     try:
         # A run going on (or one that died) has its latest news in the journal: read it as
         # if folded, and roll back, leaving the journal to its run.

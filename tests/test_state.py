@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import state
+from runner import lock, state
 from runner.errors import LockHeld
 
 
@@ -70,7 +70,7 @@ async def test_many_concurrent_claims_group_commit(tmp_path: Path) -> None:
 def _hold_lock(
     path: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event
 ) -> None:
-    with state.campaign_lock(Path(path), "c"):
+    with lock.campaign_lock(Path(path), "c"):
         ready.set()
         done.wait(10)
 
@@ -85,10 +85,10 @@ def test_one_run_per_campaign_at_a_time(tmp_path: Path) -> None:
         assert ready.wait(20)
         with (
             pytest.raises(LockHeld, match=r"campaign c is already running \(pid \d+ since"),
-            state.campaign_lock(path, "c"),
+            lock.campaign_lock(path, "c"),
         ):
             pass
-        with state.campaign_lock(path, "other"):  # other campaigns are not blocked
+        with lock.campaign_lock(path, "other"):  # other campaigns are not blocked
             pass
     finally:
         done.set()
@@ -104,7 +104,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path: Path) -> None:
     assert ready.wait(20)
     holder.kill()
     holder.join(10)
-    with state.campaign_lock(path, "c"):
+    with lock.campaign_lock(path, "c"):
         pass
 
 
@@ -122,3 +122,29 @@ def test_an_unusable_state_file_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="cannot use this state file"):
         state.connect(bad)
+
+
+async def test_a_torn_journal_line_is_ignored_and_folding_twice_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    from runner import journal
+
+    path = tmp_path / "s.sqlite3"
+    s = state.CampaignState(path, "c", "run-1")
+    await s.claim("u1", 1)
+    s.record("u1", "sent", 1, 200, "ok", None)
+    await s.claim("u2", 2)
+    s._write()
+    log = journal.path_for(path, "c")
+    saved = log.read_bytes()
+    with log.open("ab") as handle:
+        handle.write(b'[2, "u2", "se')  # the process died in the middle of a write
+    again = state.CampaignState(path, "c", "run-2")
+    assert again.prior("u1") == state.Prior("sent", 1, 200, "ok", None)
+    prior = again.prior("u2")
+    assert prior is not None and prior.status == "uncertain"
+    again.close()
+    log.write_bytes(saved)  # the same journal again, as if its removal had been lost
+    third = state.CampaignState(path, "c", "run-3")
+    assert third.prior("u1") == state.Prior("sent", 1, 200, "ok", None)
+    third.close()

@@ -15,8 +15,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from runner.model import Message
-
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -34,10 +32,6 @@ class Request:
         }
 
 
-class Built(Protocol):
-    recipient: str
-
-
 class Builder(Protocol):
     def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
         """(recipient key, request) for one customer's rendered values, or a skip reason."""
@@ -48,10 +42,6 @@ def module(api: str) -> ModuleType:
     from runner.apis import chatfuel, v1, v2
 
     return {"v1": v1, "v2": v2, "chatfuel": chatfuel}[api]
-
-
-def message_api(message: Message) -> str:
-    return type(message).__name__
 
 
 # Attribute names that would collide with the API's own query parameters.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import pacing, pipeline, plandigest, state
+from runner import lock, pacing, pipeline, plandigest, state
 from runner.commands.plan import PlanResult, plan
 from runner.engine import Engine, Job
 from runner.errors import InvalidCampaign, UsageError
@@ -143,7 +143,7 @@ async def _broadcast(
     kind = "sandbox" if options.sandbox else "run"
     for c, target, pacer in zip(loaded, endpoints, pacers, strict=True):
         state_path = state.path_for(options.state, c.name, options.sandbox)
-        locks.enter_context(state.campaign_lock(state_path, c.name))
+        locks.enter_context(lock.campaign_lock(state_path, c.name))
         items = pipeline.prepare(c, target)
         first = next(items, None)  # an unreadable audience fails here, before any request
         stream = items if first is None else itertools.chain([first], items)
