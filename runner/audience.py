@@ -87,8 +87,10 @@ def _csv(path: Path) -> Iterator[Row]:
                 yield Row(n, None, f"expected {width} fields, found {len(values)}")
             elif not "".join(values).isascii() and _SURROGATES.search("".join(values)):
                 yield Row(n, None, "not valid UTF-8")
-            else:
+            elif "" in values:  # an empty cell is a missing value: leave the key out
                 yield Row(n, {k: v for k, v in zip(header, values, strict=True) if v})
+            else:
+                yield Row(n, dict(zip(header, values, strict=True)))
 
 
 def _jsonl(path: Path) -> Iterator[Row]:

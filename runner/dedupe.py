@@ -12,6 +12,7 @@ from __future__ import annotations
 from array import array
 
 _EMPTY = 0
+_BITS = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class SeenIndex:
@@ -25,15 +26,11 @@ class SeenIndex:
     def __len__(self) -> int:
         return self._count
 
-    @staticmethod
-    def _hash(key: str) -> int:
-        # The index lives for one run, so the interpreter's own (cached) string hash serves;
-        # folded to unsigned 64 bits, and never the empty marker.
-        return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1
-
     def first_row(self, key: str, row: int) -> int | None:
         """The row that named ``key`` before, or None after remembering it at ``row``."""
-        h = self._hash(key)
+        # The index lives for one run, so the interpreter's own (cached) string hash serves;
+        # folded to unsigned 64 bits, and never the empty marker.
+        h = (hash(key) & _BITS) or 1
         hashes, mask = self._hashes, self._mask
         i = h & mask
         while True:
