@@ -272,7 +272,7 @@ def text(result: RunResult) -> str:
             reasons = ", ".join(f"{v} {k}" for k, v in s["skipped_by_reason"].items())
             lines.append(f"  skipped: {reasons}")
         for entry in r.not_delivered[:10]:
-            detail = entry["error"] or entry["result"] or ""
+            detail = entry["result"] or entry["error"] or ""  # the API's own words first
             lines.append(f"  {entry['status']}: row {entry['row']} {entry['recipient']} {detail}")
         if len(r.not_delivered) > 10:
             lines.append(

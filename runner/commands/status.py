@@ -27,7 +27,7 @@ def text(report: dict[str, Any]) -> str:
     if missing:
         lines += ["", "Not delivered:"]
         for e in missing:
-            detail = e["error"] or e["result"] or ""
+            detail = e["result"] or e["error"] or ""  # the API's own words first
             http = f" HTTP {e['http_status']}" if e["http_status"] else ""
             lines.append(f"  {e['status']:<9} row {e['row']:<7} {e['recipient']}{http} {detail}")
         lines += ["", "Resend with: campaign run FILE --retry-failed / --resend-uncertain"]
