@@ -9,15 +9,15 @@ reviewer sees is what is sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One HTTP request, exactly as it is sent (a tuple: one is made per recipient)."""
+
     method: str
     url: str
     headers: Mapping[str, str]
