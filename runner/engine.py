@@ -135,8 +135,8 @@ class Engine:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False, trace_configs=traces
         ) as session:
-            # Workers pull from one shared generator (no queue between them): a row is read
-            # only when a worker is free to send it, so a stop leaves nothing half-taken.
+            # Workers pull from one shared generator, no queue between them: a stop leaves at
+            # most one prepared chunk unsent, and nothing claimed that was not sent.
             source = self._to_send(job)
             workers = [
                 asyncio.create_task(self._worker(job, source, session))

@@ -36,6 +36,12 @@ def run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")[:-4] + "Z"
 
 
+def default_folder(campaign: str, kind: str) -> Path:
+    """``reports/<name>/<kind>-<run id>``; a real run's is ``reports/<name>/<run id>``."""
+    prefix = "" if kind == "run" else f"{kind}-"
+    return Path("reports") / campaign / f"{prefix}{run_id()}"
+
+
 @dataclass
 class Tally:
     """Counts that the summary is made of, gathered as lines are written."""

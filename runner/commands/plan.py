@@ -12,7 +12,7 @@ from runner import campaign as campaigns
 from runner import pipeline
 from runner.model import Campaign
 from runner.plandigest import DigestWriter
-from runner.report import ReportWriter, run_id
+from runner.report import ReportWriter, default_folder
 from runner.secrets import MASK
 
 SAMPLES = 5
@@ -25,10 +25,6 @@ class PlanResult:
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
     exit_code: int = 0
-
-
-def default_report_dir(campaign: Campaign, kind: str) -> Path:
-    return Path("reports") / campaign.name / f"{kind}-{run_id()}"
 
 
 def plan(
@@ -44,7 +40,7 @@ def plan(
     if sandbox:
         base = SANDBOX_BASE + ("/public" if campaign.bot.api == "v2" else "")
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
-    directory = report_dir or default_report_dir(campaign, "sandbox-plan" if sandbox else "plan")
+    directory = report_dir or default_folder(campaign.name, "sandbox-plan" if sandbox else "plan")
     writer = ReportWriter(directory)
     digest = DigestWriter(out, campaign, limit) if out else None
     samples: list[dict[str, Any]] = []

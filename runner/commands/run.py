@@ -21,7 +21,7 @@ from runner.errors import InvalidCampaign, UsageError
 from runner.mockserver import MockOptions, MockServer
 from runner.model import Campaign, Endpoint
 from runner.progress import Progress
-from runner.report import ReportWriter, run_id
+from runner.report import ReportWriter, default_folder, run_id
 from runner.secrets import Masker
 
 SANDBOX_TOKEN = "sandbox-token"
@@ -66,7 +66,7 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         plans = [
             plan(
                 c.path,
-                report_dir=_report_dir(options.report, c, len(loaded), "plan"),
+                report_dir=_report_dir(options.report, c, len(loaded)),
                 sandbox=options.sandbox,
             )
             for c in loaded
@@ -93,11 +93,11 @@ def _load_all(paths: list[Path]) -> list[Campaign]:
     return loaded
 
 
-def _report_dir(given: Path | None, campaign: Campaign, count: int, kind: str) -> Path:
-    if given is not None:
-        return given if count == 1 else given / campaign.name
-    prefix = {"run": "", "sandbox": "sandbox-", "plan": "plan-"}[kind]
-    return Path("reports") / campaign.name / f"{prefix}{run_id()}"
+def _report_dir(given: Path | None, campaign: Campaign, count: int) -> Path | None:
+    """Where --report puts this campaign's report (one folder per name when several run)."""
+    if given is None:
+        return None
+    return given if count == 1 else given / campaign.name
 
 
 async def _run(
@@ -151,7 +151,9 @@ async def _broadcast(
             Job(
                 campaign=c,
                 items=stream,
-                report=ReportWriter(_report_dir(options.report, c, len(loaded), kind)),
+                report=ReportWriter(
+                    _report_dir(options.report, c, len(loaded)) or default_folder(c.name, kind)
+                ),
                 state=state.CampaignState(state_path, c.name, rid),
                 pacer=pacer,
                 masker=masker,
