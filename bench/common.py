@@ -56,6 +56,26 @@ def stats_of(server: MockServer) -> dict[str, Any]:
     }
 
 
+def _cores() -> tuple[set[int], set[int]]:
+    """(the server's cores, the client's cores): apart when there are two or more."""
+    try:
+        available = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return set(), set()
+    if len(available) < 2:
+        return set(), set()
+    return {available[0]}, set(available[1:])
+
+
+def pin(cores: set[int], pid: int = 0) -> None:
+    """Keep a process on the given cores, so that runs compare on the same footing."""
+    if cores:
+        os.sched_setaffinity(pid, cores)
+
+
+SERVER_CORES, CLIENT_CORES = _cores()
+
+
 def serve(port: int, rate: int) -> None:
     """The server process: the mock, plus /_stats and /_reset for the benchmark driver."""
 
@@ -101,6 +121,7 @@ def server_process(rate: int = 0) -> Iterator[Server]:
     bench = str(ROOT / "bench")
     code = f"import sys; sys.path.insert(0, {bench!r}); import common; common.serve(0, {rate})"
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pin(SERVER_CORES, process.pid)
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
@@ -111,6 +132,7 @@ def server_process(rate: int = 0) -> Iterator[Server]:
 
 
 def campaign(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A `campaign` process, on the client's cores."""
     env = {**os.environ, "BENCH_TOKEN": "bench-token"}
     return subprocess.run(
         [sys.executable, "-m", "runner", *argv],
@@ -119,6 +141,7 @@ def campaign(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=lambda: pin(CLIENT_CORES),
     )
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from common import Server, campaign, median, server_process
+from common import CLIENT_CORES, Server, campaign, median, pin, server_process
 from make_audience import write
 from yarl import URL
 
@@ -60,6 +60,7 @@ def measure(requests: int, concurrency: int, repeats: int) -> dict[str, float]:
         sent = sum(1 for i in range(rows) if i % 10)
         for i in range(repeats):
             server.reset()
+            pin(CLIENT_CORES)  # the bare loop runs here, where `campaign` runs
             asyncio.run(bare_loop(server.url, sent, concurrency))
             bare.append(rate_of(server))
             server.reset()
