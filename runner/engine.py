@@ -258,9 +258,7 @@ class Engine:
                     trace_request_ctx=(pacer, slot),
                 ) as response:
                     body = await response.read()
-                attempt = outcome.from_response(
-                    response.status, body, response.headers.get("Retry-After")
-                )
+                attempt = outcome.from_response(response.status, body, response.headers)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 attempt = outcome.from_exception(exc)
             finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,12 +34,13 @@ class Attempt:
     latency_ms: float | None = None
 
 
-def from_response(status: int, body: bytes, retry_after: str | None = None) -> Attempt:
+def from_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Attempt:
     result, success = _parse(body)
     if status in (401, 403):
         return Attempt(FATAL, status, result, f"HTTP {status}: the API rejected the token")
     if status == 429 or status >= 500:
-        return Attempt(RETRY, status, result, f"HTTP {status}", parse_retry_after(retry_after))
+        retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
+        return Attempt(RETRY, status, result, f"HTTP {status}", retry_after)
     if 200 <= status < 300:
         if success is True:
             return Attempt(SENT, status, result)

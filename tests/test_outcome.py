@@ -69,4 +69,4 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert outcome.parse_retry_after("99999") == outcome.RETRY_AFTER_CAP
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= (outcome.parse_retry_after(later) or 0) <= 31
-    assert outcome.from_response(429, b"", "2").retry_after == 2.0
+    assert outcome.from_response(429, b"", {"Retry-After": "2"}).retry_after == 2.0
