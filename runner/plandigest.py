@@ -36,8 +36,12 @@ class DigestWriter:
     """Streams the digest: the header, every request as it is rendered, then the totals."""
 
     def __init__(self, path: Path, campaign: Campaign, limit: int | None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._out: BinaryIO = path.open("wb")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._out: BinaryIO = path.open("wb")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write the plan here: {exc.strerror}") from None
+        self._path = path
         header = {
             "format": FORMAT,
             "runner_version": __version__,
@@ -55,6 +59,11 @@ class DigestWriter:
         self._hash.update(line + b"\n")
         self._out.write((b",\n" if self._count else b"") + line)
         self._count += 1
+
+    def discard(self) -> None:
+        """Close and remove a digest that will not be finished."""
+        self._out.close()
+        self._path.unlink(missing_ok=True)
 
     def close(self) -> None:
         trailer = {"count": self._count, "requests_sha256": self._hash.hexdigest()}

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from runner.errors import UsageError
+
 STATUSES = ("planned", "sent", "failed", "skipped", "uncertain")
 _MAX_REASONS = 20
 _DUPLICATE = re.compile(r"^duplicate of row \d+$")
@@ -87,8 +89,11 @@ class Tally:
 class ReportWriter:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self._results = (directory / "results.jsonl").open("wb", buffering=1 << 16)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._results = (directory / "results.jsonl").open("wb", buffering=1 << 16)
+        except OSError as exc:
+            raise UsageError(f"{directory}: cannot write the report here: {exc.strerror}") from None
         self.tally = Tally()
         self.started = now_iso()
 

@@ -153,3 +153,17 @@ def test_every_example_plans_and_an_invalid_one_exits_2(
         result.output.endswith("3 problems: nothing was sent\n")
         or "nothing was sent" in result.output
     )
+
+
+def test_a_report_folder_that_cannot_be_written_is_a_clear_error(
+    invoke: Callable[..., Result], write: Callable[..., Path], tmp_path: Path
+) -> None:
+    write("c.yaml", CAMPAIGN)
+    write("people.csv", PEOPLE)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = invoke("plan", "c.yaml", "--report", "taken/report")
+    assert result.exit_code == 2
+    assert result.output.startswith("taken/report: cannot write the report here: ")
+    result = invoke("plan", "c.yaml", "--out", "taken/plan.json")
+    assert result.exit_code == 2
+    assert result.output.startswith("taken/plan.json: cannot write the plan here: ")

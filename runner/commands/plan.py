@@ -10,6 +10,7 @@ from typing import Any
 
 from runner import campaign as campaigns
 from runner import pipeline
+from runner.errors import UsageError
 from runner.model import Campaign
 from runner.plandigest import DigestWriter
 from runner.report import ReportWriter, default_folder
@@ -41,8 +42,13 @@ def plan(
         base = SANDBOX_BASE + ("/public" if campaign.bot.api == "v2" else "")
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
     directory = report_dir or default_folder(campaign.name, "sandbox-plan" if sandbox else "plan")
-    writer = ReportWriter(directory)
     digest = DigestWriter(out, campaign, limit) if out else None
+    try:
+        writer = ReportWriter(directory)
+    except UsageError:
+        if digest:
+            digest.discard()
+        raise
     samples: list[dict[str, Any]] = []
     started = time.perf_counter()
     items = pipeline.prepare(campaign, target)
