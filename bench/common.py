@@ -141,7 +141,7 @@ def campaign(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
-        preexec_fn=lambda: pin(CLIENT_CORES),
+        preexec_fn=(lambda: pin(CLIENT_CORES)) if CLIENT_CORES else None,
     )
 
 

@@ -88,16 +88,3 @@ def test_the_pre_commit_hook() -> None:
     files = re.compile(hook["files"])
     assert files.search("campaigns/spring-sale.yaml") and files.search("campaigns/x/y.yml")
     assert not files.search("src/config.yaml")
-
-
-def test_the_readme_exit_codes_match_the_contract() -> None:
-    readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.MULTILINE))
-    assert sorted(rows, key=int) == ["0", "1", "2", "3", "130"]
-    assert "lock" in rows["2"] and "plan mismatch" in rows["2"]
-
-
-def test_the_readme_names_every_command() -> None:
-    readme = (REPO / "README.md").read_text()
-    for name in cli.commands:
-        assert f"`campaign {name}" in readme, name
