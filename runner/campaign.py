@@ -11,11 +11,11 @@ from runner import apis, checks, schema
 from runner.audience import format_of
 from runner.errors import InvalidCampaign, Problem, UsageError
 from runner.model import Audience, Bot, Campaign, Delivery
-from runner.yamlsource import YamlSyntaxError, parse
+from runner.yamlsource import Document, YamlSyntaxError, parse
 
 
-def problems_of(path: Path) -> tuple[list[Problem], Any]:
-    """(every problem, errors and warnings, of the file; its data when parseable)."""
+def problems_of(path: Path) -> tuple[list[Problem], Document | None]:
+    """(every problem, errors and warnings, of the file; the parsed document when it is one)."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -31,19 +31,20 @@ def problems_of(path: Path) -> tuple[list[Problem], Any]:
         kind = "nothing" if doc.data is None else type(doc.data).__name__
         return [Problem(name, 1, 1, "", f"expected a mapping of campaign keys, got {kind}")], None
     problems = schema.check(doc, name) + checks.semantic(doc, name, path.parent)
-    return sorted(set(problems), key=lambda p: (p.line, p.column, p.message)), doc.data
+    return sorted(set(problems), key=lambda p: (p.line, p.column, p.message)), doc
 
 
 def load(path: Path) -> Campaign:
     """The campaign at ``path``; raises `InvalidCampaign` listing every error."""
-    problems, data = problems_of(path)
+    problems, doc = problems_of(path)
     errors = [p for p in problems if p.severity == "error"]
-    if errors:
+    if errors or doc is None:
         raise InvalidCampaign(errors)
-    return _build(path, data, tuple(p for p in problems if p.severity == "warning"))
+    return _build(path, doc, tuple(p for p in problems if p.severity == "warning"))
 
 
-def _build(path: Path, data: dict[str, Any], warnings: tuple[Problem, ...]) -> Campaign:
+def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign:
+    data: dict[str, Any] = doc.data
     bot = data["bot"]
     api = bot.get("api", "v1")
     audience = data["audience"]
@@ -78,6 +79,12 @@ def _build(path: Path, data: dict[str, Any], warnings: tuple[Problem, ...]) -> C
             retry_timeouts=delivery.get("retry_timeouts", False),
         ),
         warnings=warnings,
+        # Where the ${VAR} settings stand, for messages about them when running.
+        marks={
+            f"bot.{key}": doc.value_mark(("bot", key))
+            for key in ("id", "token", "base_url")
+            if key in bot
+        },
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import Problem
+from runner.yamlsource import Mark
 from runner.yamlsource import Path as KeyPath
 
 DEFAULT_BASES = {
@@ -90,6 +91,12 @@ class Campaign:
     vars: Mapping[str, Any]
     delivery: Delivery
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
+    marks: Mapping[str, Mark] = field(default_factory=dict, compare=False)
+
+    def where(self, key: str) -> str:
+        """``FILE:LINE:COL: key`` for messages about a setting found when running."""
+        mark = self.marks.get(key)
+        return f"{self.path}:{mark.line}:{mark.column}: {key}" if mark else f"{self.path}: {key}"
 
 
 @dataclass(frozen=True)

@@ -48,14 +48,14 @@ def endpoint(
     bot = campaign.bot
 
     def value(text: str, key: str) -> str:
-        where = f"{campaign.path}: bot.{key}"
+        where = campaign.where(f"bot.{key}")
         return secrets.resolve(text, where) if strict else secrets.resolve_lenient(text)
 
     if base_url is None:
         base_url = value(bot.base_url, "base_url") if bot.base_url else DEFAULT_BASES[bot.api]
         if strict and not _HTTP_URL.match(base_url):
             raise UsageError(
-                f"{campaign.path}: bot.base_url: {base_url!r} is not an http:// or https:// URL"
+                f"{campaign.where('bot.base_url')}: {base_url!r} is not an http:// or https:// URL"
             )
     return Endpoint(
         base_url=base_url.rstrip("/"),

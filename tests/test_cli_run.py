@@ -105,7 +105,7 @@ def test_a_missing_secret_exits_2_naming_it(
     result = invoke("run", path)
     assert result.exit_code == 2
     assert result.output == (
-        f"{path}: bot.token: environment variable TEST_TOKEN is not set (or empty); export it "
+        f"{path}:6:10: bot.token: environment variable TEST_TOKEN is not set (or empty); export it "
         "before running, e.g. export TEST_TOKEN=...\n"
     )
     assert server.arrivals == []
@@ -273,5 +273,5 @@ def test_a_base_url_from_the_environment_must_be_a_url(
     result = invoke("run", path)
     assert result.exit_code == 2
     assert result.output == (
-        f"{path}: bot.base_url: 'api.example.invalid' is not an http:// or https:// URL\n"
+        f"{path}:7:13: bot.base_url: 'api.example.invalid' is not an http:// or https:// URL\n"
     )
