@@ -1,9 +1,9 @@
-"""The asyncio broadcast engine: one producer and ``concurrency`` workers per campaign.
+"""The asyncio broadcast engine: ``concurrency`` workers per campaign on one aiohttp session.
 
-The producer walks the prepared stream (the same one `plan` writes), drops recipients an earlier
-run settled, and queues the rest. Each worker claims a recipient in the state, waits for the
-bot's pacer, sends, classifies, retries what surely did not arrive, and records the outcome in
-the state and the report.
+The workers share one generator over the prepared stream (the same one `plan` writes), which
+reports skips and drops recipients an earlier run settled. Each worker claims a recipient in
+the state, waits for the bot's pacer, sends, classifies, retries what surely did not arrive,
+and records the outcome in the state and the report.
 """
 
 from __future__ import annotations
