@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import journal as journal_file
-from runner.errors import UsageError
+from runner.errors import RunAborted, UsageError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recipients (
@@ -192,7 +192,7 @@ class CampaignState:
         result: str | None,
         error: str | None,
     ) -> None:
-        """Queue an outcome; it is written with the next claim or at `close`."""
+        """Queue an outcome; it is written at the end of the loop's turn, with any claims."""
         self._journal.add(
             [
                 journal_file.OUTCOME,
@@ -216,9 +216,13 @@ class CampaignState:
         waiters = self._waiters
         self._waiters = []
         try:
-            self._write()
+            self.flush()
         except OSError as exc:
-            failure = UsageError(f"{self._journal_path}: cannot write the state: {exc}")
+            # Without the state nothing can promise "never twice": stop sending.
+            failure = RunAborted(
+                f"{self._journal_path}: cannot write the state ({exc.strerror}); "
+                "stopped sending so that nobody is sent twice"
+            )
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(failure)
@@ -227,7 +231,8 @@ class CampaignState:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _write(self) -> None:
+    def flush(self) -> None:
+        """Hand everything queued to the operating system now."""
         self._journal.write()
 
     def close(self) -> None:

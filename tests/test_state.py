@@ -134,7 +134,7 @@ async def test_a_torn_journal_line_is_ignored_and_folding_twice_changes_nothing(
     await s.claim("u1", 1)
     s.record("u1", "sent", 1, 200, "ok", None)
     await s.claim("u2", 2)
-    s._write()
+    s.flush()
     log = journal.path_for(path, "c")
     saved = log.read_bytes()
     with log.open("ab") as handle:
