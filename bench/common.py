@@ -26,17 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runner.mockserver import MockOptions, MockServer  # noqa: E402
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The largest number of events in any half-open window [t, t + window)."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
+from runner.pacing import busiest_window  # noqa: E402
 
 
 def stats_of(server: MockServer) -> dict[str, Any]:
@@ -50,8 +40,8 @@ def stats_of(server: MockServer) -> dict[str, Any]:
         "first": min(times) if times else None,
         "last": max(times) if times else None,
         "status": dict(Counter(str(a.status) for a in arrivals)),
-        "max_window": max_in_window(times) if times else 0,
-        "per_bot_max_window": {bot: max_in_window(t) for bot, t in per_bot.items()},
+        "max_window": busiest_window(times) if times else 0,
+        "per_bot_max_window": {bot: busiest_window(t) for bot, t in per_bot.items()},
         "per_bot_count": {bot: len(t) for bot, t in per_bot.items()},
     }
 

@@ -130,3 +130,14 @@ def shared(bots: list[tuple[tuple[str, str], int]]) -> list[Pacer]:
         rates[key] = min(rate, rates.get(key, rate))
     pacers = {key: Pacer(rate) for key, rate in rates.items()}
     return [pacers[key] for key, _ in bots]
+
+
+def busiest_window(times: list[float], window: float = 1.0) -> int:
+    """The most events in any half-open window [t, t + window): what the pacer bounds."""
+    times = sorted(times)
+    best, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runner.pacing import Pacer, shared
+from runner.pacing import Pacer, busiest_window, shared
 
 
 class FakeClock:
@@ -21,15 +21,6 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def max_in_window(starts: list[float], window: float = 1.0) -> int:
-    best, j = 0, 0
-    for i, t in enumerate(starts):
-        while starts[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
 async def test_a_burst_never_exceeds_the_rate_in_any_second() -> None:
     clock = FakeClock()
     pacer = Pacer(25, clock=clock, sleep=clock.sleep)
@@ -41,7 +32,7 @@ async def test_a_burst_never_exceeds_the_rate_in_any_second() -> None:
 
     await asyncio.gather(*(one() for _ in range(1000)))
     assert len(starts) == 1000
-    assert max_in_window(sorted(starts)) == 25  # a token bucket would allow ~50 here
+    assert busiest_window(sorted(starts)) == 25  # a token bucket would allow ~50 here
     sustained = (len(starts) - 1) / (max(starts) - min(starts))
     assert sustained >= 24.25
 
@@ -125,3 +116,9 @@ def test_campaigns_sharing_a_bot_share_one_pacer_at_the_strictest_rate() -> None
     a, b, c = shared([(("u", "bot1"), 25), (("u", "bot1"), 10), (("u", "bot2"), 25)])
     assert a is b and a.rate == 10
     assert c is not a and c.rate == 25
+
+
+def test_busiest_window_counts_half_open_windows() -> None:
+    assert busiest_window([]) == 0
+    assert busiest_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3  # [0, 1) holds 3; 1.0 starts anew
+    assert busiest_window([2.0, 0.0, 1.0]) == 1
