@@ -153,6 +153,8 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
         facts.append(f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     if summary.get("http_status"):
         facts.append("HTTP " + ", ".join(f"{k}: {v}" for k, v in summary["http_status"].items()))
+    if summary.get("exit_code") is not None:
+        facts.append(f"exit code {summary['exit_code']}")
     if facts:
         lines += ["", "; ".join(facts) + "."]
     if summary.get("errors"):
