@@ -244,8 +244,9 @@ class CampaignState:
         self._db.close()
 
 
-def status_report(path: Path, campaign: str) -> dict[str, Any]:
-    """Counts per status and the recipients who did not get the message (for `status`)."""
+def status_report(path: Path, campaign: str, limit: int = -1) -> dict[str, Any]:
+    """Counts per status and the recipients who did not get the message (at most ``limit``
+    of them; all when negative)."""
     if not path.is_file():
         raise UsageError(f"{path}: no state yet for campaign {campaign} (has it been run?)")
     db = connect(path)
@@ -265,8 +266,8 @@ def status_report(path: Path, campaign: str) -> dict[str, Any]:
         rows = db.execute(
             "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
             "FROM recipients WHERE campaign = ? AND status IN ('failed', 'uncertain', 'sending') "
-            "ORDER BY status, row",
-            (campaign,),
+            "ORDER BY status, row LIMIT ?",
+            (campaign, limit),
         ).fetchall()
     finally:
         db.execute("ROLLBACK")

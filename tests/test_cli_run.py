@@ -275,3 +275,17 @@ def test_a_base_url_from_the_environment_must_be_a_url(
     assert result.output == (
         f"{path}:7:13: bot.base_url: 'api.example.invalid' is not an http:// or https:// URL\n"
     )
+
+
+def test_a_run_lists_the_first_ten_who_did_not_get_it(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock(fail_rate=1.0, seed=1)
+    path = v1_campaign(server.url, rows=12, retries=0, concurrency=1)
+    result = invoke("run", path, "--quiet", "--report", "r")
+    assert result.exit_code == 1
+    listed = [line for line in result.output.splitlines() if line.startswith("  failed: row ")]
+    assert len(listed) == 10
+    assert f"  ... 2 more: campaign status {path}" in result.output

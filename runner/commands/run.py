@@ -26,6 +26,7 @@ from runner.report import ReportWriter, default_folder, run_id
 from runner.secrets import Masker
 
 SANDBOX_TOKEN = "sandbox-token"
+_LISTED = 10  # recipients not delivered listed after a run (`campaign status` lists all)
 SANDBOX_NOTE = "Sandbox: requests went to a local mock server; nothing was sent for real."
 
 
@@ -45,7 +46,8 @@ class RunOptions:
 class CampaignResult:
     campaign: Campaign
     summary: dict[str, Any]
-    not_delivered: list[dict[str, Any]] = field(default_factory=list)
+    not_delivered: list[dict[str, Any]] = field(default_factory=list)  # the first few
+    not_delivered_count: int = 0
 
 
 @dataclass
@@ -259,8 +261,10 @@ def _finish(job: Job, rid: str, duration: float, sandbox: bool) -> CampaignResul
         },
         title=f"{'Sandbox run' if sandbox else 'Run'}: {c.name}",
     )
-    report = state.status_report(job.state.path, c.name)
-    return CampaignResult(c, summary, report["not_delivered"])
+    report = state.status_report(job.state.path, c.name, limit=_LISTED)
+    counts = report["counts"]
+    missing = counts["failed"] + counts["uncertain"] + counts["sending"]
+    return CampaignResult(c, summary, report["not_delivered"], missing)
 
 
 def _overall(codes: list[int]) -> int:
@@ -284,13 +288,12 @@ def text(result: RunResult) -> str:
         if s["skipped_by_reason"]:
             reasons = ", ".join(f"{v} {k}" for k, v in s["skipped_by_reason"].items())
             lines.append(f"  skipped: {reasons}")
-        for entry in r.not_delivered[:10]:
+        for entry in r.not_delivered:
             detail = entry["result"] or entry["error"] or ""  # the API's own words first
             lines.append(f"  {entry['status']}: row {entry['row']} {entry['recipient']} {detail}")
-        if len(r.not_delivered) > 10:
-            lines.append(
-                f"  ... {len(r.not_delivered) - 10} more: campaign status {r.campaign.path}"
-            )
+        if r.not_delivered_count > len(r.not_delivered):
+            more = r.not_delivered_count - len(r.not_delivered)
+            lines.append(f"  ... {more} more: campaign status {r.campaign.path}")
         if s.get("aborted"):
             lines.append(f"  ABORTED: {s['aborted']}")
         lines.append(f"  report: {s['report']}")
