@@ -106,6 +106,8 @@ class Renderer:
         self._strict = [i for i, f in enumerate(fields) if not f.lenient and is_template(f.source)]
         self._lenient = [i for i, f in enumerate(fields) if f.lenient and is_template(f.source)]
         self._where = where
+        self._singles: dict[int, jinja2.Template] = {}
+        self._where_expression: Any = None
         self._strict_joined = self._join(STRICT, self._strict, where)
         self._lenient_joined = self._join(LENIENT, self._lenient, None)
 
@@ -157,24 +159,36 @@ class Renderer:
         # A value that itself holds the separator: render each field on its own.
         for i in indexes:
             try:
-                values[i] = env.from_string(self._fields[i].source).render(context)
+                values[i] = self._single(i).render(context)
             except Exception as exc:
                 return _reason(exc, format_path(self._fields[i].path))
         return values
 
+    def _single(self, i: int) -> jinja2.Template:
+        """Field ``i`` as a template of its own, compiled once (rows that fail are common)."""
+        template = self._singles.get(i)
+        if template is None:
+            field = self._fields[i]
+            env = LENIENT if field.lenient else STRICT
+            template = self._singles[i] = env.from_string(field.source)
+        return template
+
     def _diagnose(self, context: dict[str, Any]) -> Skip:
         """Find which template failed for this customer and say why."""
         if self._where is not None:
+            if self._where_expression is None:
+                self._where_expression = STRICT.compile_expression(
+                    self._where, undefined_to_none=False
+                )
             try:
-                STRICT.compile_expression(self._where, undefined_to_none=False)(**context)
+                self._where_expression(**context)
             except Exception as exc:
                 return _reason(exc, "audience.where")
-        for field in self._fields:
+        for i, field in enumerate(self._fields):
             if not is_template(field.source):
                 continue
-            env = LENIENT if field.lenient else STRICT
             try:
-                env.from_string(field.source).render(context)
+                self._single(i).render(context)
             except Exception as exc:
                 return _reason(exc, format_path(field.path))
         return Skip("template error")

@@ -102,3 +102,21 @@ def test_many_customers_in_a_row_each_get_their_own_values() -> None:
         for i in range(6)
     ]
     assert got == [FILTERED, ["1", "e"], FILTERED, ["3", ""], FILTERED, ["5", "e"]]
+
+
+def test_failing_rows_do_not_recompile_templates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audiences where half the rows miss a field are common: diagnosis must stay cheap."""
+    from runner import render
+
+    r = renderer("{{ customer.id }}", "Hi {{ customer.first_name }}", where="customer.ok")
+    compiled: list[str] = []
+    original = render.STRICT.from_string
+
+    def counting(source: str, *args: object, **kwargs: object) -> object:
+        compiled.append(source)
+        return original(source, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render.STRICT, "from_string", counting)
+    for i in range(50):
+        assert isinstance(r.render({"id": str(i), "ok": "y"}), Skip)
+    assert len(compiled) == 3  # the where expression and each field, each once
