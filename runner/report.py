@@ -21,6 +21,7 @@ from runner.errors import UsageError
 
 STATUSES = ("planned", "sent", "failed", "skipped", "uncertain")
 _MAX_REASONS = 20
+_MAX_ERRORS = 100  # distinct error texts kept for the summary
 _DUPLICATE = re.compile(r"^duplicate of row \d+$")
 
 
@@ -68,8 +69,9 @@ class Tally:
         http_status = line["http_status"]
         if http_status is not None:
             self.http[http_status] += 1
-        if line["error"]:
-            self.errors[line["error"]] += 1
+        error = line["error"]
+        if error and (error in self.errors or len(self.errors) < _MAX_ERRORS):
+            self.errors[error] += 1
         latency = line["latency_ms"]
         if latency is not None:
             self.latencies.append(latency)
