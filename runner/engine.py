@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -26,7 +25,7 @@ from runner.model import Campaign
 from runner.outcome import Attempt
 from runner.pacing import Pacer
 from runner.pipeline import Item, Prepared, Skipped
-from runner.report import ReportWriter
+from runner.report import ReportWriter, line
 from runner.secrets import Masker
 from runner.state import CampaignState
 
@@ -76,32 +75,6 @@ async def _headers_sent(
 ) -> None:
     pacer, slot = context.trace_request_ctx
     pacer.sent(slot)
-
-
-def line(
-    row: int,
-    recipient: str | None,
-    status: str,
-    *,
-    reason: str | None = None,
-    http_status: int | None = None,
-    attempts: int = 0,
-    result: str | None = None,
-    error: str | None = None,
-    latency_ms: float | None = None,
-) -> dict[str, Any]:
-    """One results.jsonl line: every key, always, so that readers need no defaults."""
-    return {
-        "row": row,
-        "recipient": recipient,
-        "status": status,
-        "reason": reason,
-        "http_status": http_status,
-        "attempts": attempts,
-        "result": result,
-        "error": error,
-        "latency_ms": latency_ms,
-    }
 
 
 class Engine:

@@ -19,6 +19,12 @@ DEFAULT_BASES = {
 PUBLIC_RATE_LIMIT = 25
 
 
+def api_base(host_url: str, api: str) -> str:
+    """The base URL of ``api`` on a server at ``host_url``: V2 lives under /public there, as
+    on the platform (DEFAULT_BASES) and on the mock server."""
+    return host_url + ("/public" if api == "v2" else "")
+
+
 @dataclass(frozen=True)
 class Bot:
     api: str  # v1 | v2 | chatfuel

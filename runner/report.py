@@ -25,6 +25,32 @@ _MAX_ERRORS = 100  # distinct error texts kept for the summary
 _DUPLICATE = re.compile(r"^duplicate of row \d+$")
 
 
+def line(
+    row: int,
+    recipient: str | None,
+    status: str,
+    *,
+    reason: str | None = None,
+    http_status: int | None = None,
+    attempts: int = 0,
+    result: str | None = None,
+    error: str | None = None,
+    latency_ms: float | None = None,
+) -> dict[str, Any]:
+    """One results.jsonl line: every key, always, so that readers need no defaults."""
+    return {
+        "row": row,
+        "recipient": recipient,
+        "status": status,
+        "reason": reason,
+        "http_status": http_status,
+        "attempts": attempts,
+        "result": result,
+        "error": error,
+        "latency_ms": latency_ms,
+    }
+
+
 def reason_group(reason: str) -> str:
     return (
         "duplicate" if _DUPLICATE.match(reason) else str(reason)

@@ -2,15 +2,15 @@
 
 Each API module knows its message shape (`parse_message`), the templates in it
 (`template_fields`), the rules a schema cannot state (`check`), and how rendered values become
-an HTTP request (`Builder`). The preview and the broadcast call the same builder, so what a
+an HTTP request (`builder`). The preview and the broadcast call the same builder, so what a
 reviewer sees is what is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,12 +30,6 @@ class Request(NamedTuple):
             "url": self.url,
             "body": orjson.loads(self.body) if self.body else None,
         }
-
-
-class Builder(Protocol):
-    def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
-        """(recipient key, request) for one customer's rendered values, or a skip reason."""
-        ...
 
 
 def module(api: str) -> ModuleType:

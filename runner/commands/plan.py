@@ -11,9 +11,9 @@ from typing import Any
 from runner import campaign as campaigns
 from runner import pipeline
 from runner.errors import UsageError
-from runner.model import Campaign
+from runner.model import Campaign, api_base
 from runner.plandigest import DigestWriter
-from runner.report import ReportWriter, default_folder
+from runner.report import ReportWriter, default_folder, line
 from runner.secrets import MASK
 
 SAMPLES = 5
@@ -37,9 +37,7 @@ def plan(
     sandbox: bool = False,
 ) -> PlanResult:
     campaign = campaigns.load(path)
-    base = SANDBOX_BASE if sandbox else None
-    if sandbox:
-        base = SANDBOX_BASE + ("/public" if campaign.bot.api == "v2" else "")
+    base = api_base(SANDBOX_BASE, campaign.bot.api) if sandbox else None
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
     directory = report_dir or default_folder(campaign.name, "sandbox-plan" if sandbox else "plan")
     digest = DigestWriter(out, campaign, limit) if out else None
@@ -58,38 +56,15 @@ def plan(
     for item in items:
         if isinstance(item, pipeline.Prepared):
             request = item.request.for_report()
-            write(
-                {
-                    "row": item.row,
-                    "recipient": item.recipient,
-                    "status": "planned",
-                    "reason": None,
-                    "http_status": None,
-                    "attempts": 0,
-                    "result": None,
-                    "error": None,
-                    "latency_ms": None,
-                    "request": request,
-                }
-            )
+            entry = line(item.row, item.recipient, "planned")
+            entry["request"] = request
+            write(entry)
             if len(samples) < SAMPLES:
                 samples.append({"row": item.row, "recipient": item.recipient, "request": request})
             if digest:
                 digest.add(item)
         else:
-            write(
-                {
-                    "row": item.row,
-                    "recipient": item.recipient,
-                    "status": "skipped",
-                    "reason": item.reason,
-                    "http_status": None,
-                    "attempts": 0,
-                    "result": None,
-                    "error": None,
-                    "latency_ms": None,
-                }
-            )
+            write(line(item.row, item.recipient, "skipped", reason=item.reason))
     if digest:
         digest.close()
     planned = writer.tally.counts["planned"]

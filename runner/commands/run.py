@@ -20,7 +20,7 @@ from runner.commands.plan import PlanResult, plan
 from runner.engine import Engine, Job
 from runner.errors import InvalidCampaign, UsageError
 from runner.mockserver import MockOptions, MockServer
-from runner.model import Campaign, Endpoint
+from runner.model import Campaign, Endpoint, api_base
 from runner.progress import Progress
 from runner.report import ReportWriter, default_folder, run_id
 from runner.secrets import Masker
@@ -132,7 +132,7 @@ async def _run(
                 c,
                 strict=False,
                 token=SANDBOX_TOKEN,
-                base_url=base + ("/public" if c.bot.api == "v2" else ""),
+                base_url=api_base(base, c.bot.api),
             )
             for c in loaded
         ]
