@@ -40,9 +40,10 @@ class Progress:
         self._quiet = quiet
         self._tty = self._stream.isatty()
         self._total = None
-        totals = [estimate_rows(job.campaign) for job in jobs]
-        if all(t is not None for t in totals):
-            self._total = sum(t for t in totals if t is not None)
+        if not quiet:  # the total only feeds the bar and the ETA; counting reads every file
+            totals = [estimate_rows(job.campaign) for job in jobs]
+            if all(t is not None for t in totals):
+                self._total = sum(t for t in totals if t is not None)
         self._bar: Any = None
         self._started = time.monotonic()
         self._last_log = self._started
