@@ -1,4 +1,5 @@
+import sys
+
 from runner.cli import main
 
-if __name__ == "__main__":
-    main()
+sys.exit(main())

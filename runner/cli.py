@@ -6,34 +6,25 @@ message on stderr and an exit code (SPEC §3). Anything else is a bug and keeps 
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
+import signal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import orjson
 
 from runner import __version__
-from runner.errors import CampaignError, InvalidCampaign
-
-F = TypeVar("F", bound=Callable[..., Any])
+from runner.errors import CampaignError, InvalidCampaign, UsageError
 
 
-def _errors_to_exit_codes(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CampaignError as exc:
-            click.echo(str(exc), err=True)
-            if isinstance(exc, InvalidCampaign):
-                n = len(exc.problems)
-                click.echo(f"{n} problem{'s' if n != 1 else ''}: nothing was sent", err=True)
-            sys.exit(exc.exit_code)
+def _fail(message: str) -> None:
+    """An error for a person: masked (no secret read from the environment ever leaves), and
+    made inert for the terminal."""
+    from runner import secrets
+    from runner.inert import terminal
 
-    return wrapper  # type: ignore[return-value]
+    masked = secrets.Masker(secrets.resolved_values())(message)
+    click.echo("\n".join(terminal(part) for part in masked.split("\n")), err=True)
 
 
 def _json(data: Any) -> None:
@@ -56,9 +47,10 @@ output_option = click.option(
 
 state_option = click.option(
     "--state",
-    "state_file",
-    type=click.Path(path_type=Path),
-    help="State file (default .campaign-state/<name>.sqlite3).",
+    "state_given",
+    metavar="PATH|URL",
+    help="State: a SQLite file or a postgresql:// URL (default $CAMPAIGN_STATE, else "
+    ".campaign-state/<name>.sqlite3 at the campaign's repository root).",
 )
 
 
@@ -71,8 +63,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
 @output_option
-@_errors_to_exit_codes
-def validate(targets: tuple[str, ...], output: str) -> None:
+def validate(targets: tuple[str, ...], output: str) -> int:
     """Check campaign files, folders or globs: schema, rules and templates.
 
     Needs no secrets and no network. Exit 0 when every file is valid, 2 otherwise.
@@ -84,7 +75,7 @@ def validate(targets: tuple[str, ...], output: str) -> None:
         _json(result.as_dict())
     else:
         click.echo(result.text(), err=result.exit_code != 0)
-    sys.exit(result.exit_code)
+    return result.exit_code
 
 
 @cli.command()
@@ -102,26 +93,29 @@ def validate(targets: tuple[str, ...], output: str) -> None:
     help="Write a digest of exactly what would be sent, for `run --plan`.",
 )
 @click.option("--sandbox", is_flag=True, help="Preview against the local mock server.")
+@state_option
 @output_option
-@_errors_to_exit_codes
 def plan(
     targets: tuple[str, ...],
     report_dir: Path | None,
     limit: int | None,
     out: Path | None,
     sandbox: bool,
+    state_given: str | None,
     output: str,
-) -> None:
+) -> int:
     """Dry run: render every request, send nothing, write the report."""
     from runner.campaign import expand
     from runner.commands import plan as planning
 
     paths = expand(list(targets))
     if len(paths) > 1 and (out or report_dir):
-        raise click.UsageError("--out and --report take one campaign file at a time")
+        raise UsageError("--out and --report take one campaign file at a time")
     results = []
     for path in paths:
-        result = planning.plan(path, report_dir=report_dir, limit=limit, out=out, sandbox=sandbox)
+        result = planning.plan(
+            path, report_dir=report_dir, limit=limit, out=out, sandbox=sandbox, state=state_given
+        )
         _warnings(result.campaign.warnings)
         results.append(result)
         if output == "text":
@@ -129,6 +123,7 @@ def plan(
     if output == "json":
         payload = [{"summary": r.summary, "samples": r.samples} for r in results]
         _json(payload[0] if len(payload) == 1 else payload)
+    return 0
 
 
 @cli.command()
@@ -161,22 +156,21 @@ def plan(
     help="Send again to those whose earlier outcome is unknown (may duplicate).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
-@_errors_to_exit_codes
 def run(
     targets: tuple[str, ...],
     report_dir: Path | None,
-    state_file: Path | None,
+    state_given: str | None,
     dry_run: bool,
     sandbox: bool,
     plan_file: Path | None,
     retry_failed: bool,
     resend_uncertain: bool,
     quiet: bool,
-) -> None:
+) -> int:
     """Broadcast: send every campaign given, paced per bot, with durable state.
 
-    Exit 0 all delivered; 1 some failed or uncertain; 2 nothing sent (invalid, missing secret,
-    plan mismatch, locked); 3 aborted; 130 interrupted.
+    Exit 0 all done; 1 some failed, unsent or uncertain; 2 nothing sent (invalid, missing
+    secret, plan mismatch, state unusable, locked); 3 aborted; 130 interrupted.
     """
     from runner.commands import plan as planning
     from runner.commands.run import RunOptions, text
@@ -184,7 +178,7 @@ def run(
 
     options = RunOptions(
         report=report_dir,
-        state=state_file,
+        state=state_given,
         dry_run=dry_run,
         sandbox=sandbox,
         plan=plan_file,
@@ -200,7 +194,7 @@ def run(
         _warnings(campaign_result.campaign.warnings)
     if result.results:
         click.echo(text(result))
-    sys.exit(result.exit_code)
+    return result.exit_code
 
 
 @cli.command()
@@ -208,17 +202,17 @@ def run(
 @state_option
 @click.option("--sandbox", is_flag=True, help="Read the sandbox state instead.")
 @output_option
-@_errors_to_exit_codes
-def status(path: Path, state_file: Path | None, sandbox: bool, output: str) -> None:
+def status(path: Path, state_given: str | None, sandbox: bool, output: str) -> int:
     """Counts per status from the state, and who failed or is uncertain."""
     from runner.commands.status import status as read_status
     from runner.commands.status import text
 
-    report = read_status(path, state_file, sandbox)
+    report = read_status(path, state_given, sandbox)
     if output == "json":
         _json(report)
     else:
         click.echo(text(report))
+    return 0
 
 
 @cli.command("mock-server")
@@ -261,7 +255,7 @@ def mock_server(
     seed: int | None,
     token: str | None,
     log: Path | None,
-) -> None:
+) -> int:
     """Serve a local stand-in for the Broadcasting APIs (V1, V2, Chatfuel)."""
     import asyncio
 
@@ -281,20 +275,41 @@ def mock_server(
     try:
         asyncio.run(serve_forever(server, host, port))
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return 0
 
 
 @cli.command()
-def schema() -> None:
+def schema() -> int:
     """Print the campaign file's JSON Schema."""
     from runner.schema import schema_text
 
     click.echo(schema_text(), nl=False)
+    return 0
 
 
-def main() -> None:
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args: list[str] | None = None) -> int:
+    """The one exit boundary: every command's exit code, every error's message, and 130 for
+    Ctrl-C or SIGTERM, whatever the command was doing. Unexpected bugs keep their traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        cli(prog_name="campaign")
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        code = cli.main(args, prog_name="campaign", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("\ninterrupted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except CampaignError as exc:
+        _fail(str(exc))
+        if isinstance(exc, InvalidCampaign):
+            n = len(exc.problems)
+            click.echo(f"{n} problem{'s' if n != 1 else ''}: nothing was sent", err=True)
+        return exc.exit_code
+    return code if isinstance(code, int) else 0

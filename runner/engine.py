@@ -2,8 +2,12 @@
 
 The workers share one generator over the prepared stream (the same one `plan` writes), which
 reports skips and drops recipients an earlier run settled. Each worker claims a recipient in
-the state, waits for the bot's pacer, sends, classifies, retries what surely did not arrive,
-and records the outcome in the state and the report.
+the state, waits for the bot's pacer, sends, classifies (`runner.outcome`), retries what
+surely did not arrive, and records the outcome in the state and the report.
+
+A campaign-wide error (a rejected token, answers that are not the API's, an API that cannot be
+reached from the start) stops the run at once and leaves everyone it touched `unsent`, so that
+a plain rerun after the fix reaches them all.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import itertools
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import aiohttp
@@ -22,51 +26,82 @@ from yarl import URL
 
 from runner import outcome
 from runner.model import Campaign
-from runner.outcome import Attempt
+from runner.outcome import Attempt, Kind
 from runner.pacing import Pacer
-from runner.pipeline import Item, Prepared, Skipped
+from runner.pipeline import Item, Prepared, Skipped, earlier
 from runner.report import ReportWriter, line
 from runner.secrets import Masker
-from runner.state import CampaignState
+from runner.state import RunState
+from runner.status import Status
 
-_FINAL_STATUS = {
-    outcome.SENT: "sent",
-    outcome.FAILED: "failed",
-    outcome.UNCERTAIN: "uncertain",
-    outcome.FATAL: "failed",
-    outcome.RETRY: "failed",  # retries ran out: the last outcome stands
-}
 _YIELD_EVERY = 256  # rows between yields to the loop while skipping without I/O
 _PAUSE = object()
 _CHUNK = 64  # rows prepared at a time
+# Attempts that could not connect, before the API ever answered, after which the run stops:
+# the endpoint is wrong or down, and every further recipient would only wait out its retries.
+UNREACHABLE_AT_START = 5
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """One campaign of a run, and what happens to it."""
+    """One campaign of a run: what it sends, and where its outcomes go."""
 
     campaign: Campaign
     items: Iterator[Item]
     report: ReportWriter
-    state: CampaignState
+    state: RunState
     pacer: Pacer
     masker: Masker
     retry_failed: bool = False
     resend_uncertain: bool = False
-    aborted: str | None = None  # why the run stopped itself (exit 3)
-    interrupted: bool = False
-    first_start: float | None = None
-    last_start: float | None = None
-    consecutive_failures: int = 0
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class JobRun:
+    """What happens to a `Job` while the engine runs it; read by progress and the summary.
+
+    Public attributes are read-only outside the engine; the engine changes them.
+    """
+
+    __slots__ = (
+        "_stop",
+        "aborted",
+        "answered",
+        "consecutive_failures",
+        "first_start",
+        "interrupted",
+        "job",
+        "last_start",
+        "unreachable",
+    )
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.aborted: str | None = None  #: why the run stopped itself (exit 3)
+        self.interrupted = False  #: Ctrl-C / SIGTERM (exit 130)
+        self.first_start: float | None = None  #: monotonic time of the first request
+        self.last_start: float | None = None  #: and of the latest one
+        self.consecutive_failures = 0
+        self.answered = False  #: the API has answered at least once in this run
+        self.unreachable = 0  #: attempts that could not connect before any answer
+        self._stop = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def abort(self, reason: str) -> None:
         if self.aborted is None:
             self.aborted = reason
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self._stop.set()
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if the run stops meanwhile; True when it stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
         return self._stop.is_set()
 
 
@@ -77,31 +112,41 @@ async def _headers_sent(
     pacer.sent(slot)
 
 
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """The answer's body up to `outcome.MAX_ANSWER` bytes, and whether more came."""
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > outcome.MAX_ANSWER:
+            response.close()  # never read an endless body; the connection is not reused
+            return bytes(body[: outcome.MAX_ANSWER]), True
+    return bytes(body), False
+
+
 class Engine:
     def __init__(self, jobs: list[Job], *, backoff_base: float = 0.5, backoff_cap: float = 30.0):
-        self.jobs = jobs
+        self.runs = [JobRun(job) for job in jobs]
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._random = random.Random()
 
     def interrupt(self) -> None:
         """Ctrl-C / SIGTERM: start nothing new, let what is in flight finish."""
-        for job in self.jobs:
-            job.interrupted = True
-            job._stop.set()
+        for run in self.runs:
+            run.interrupt()
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._run_job(job) for job in self.jobs))
+        await asyncio.gather(*(self._run_job(run) for run in self.runs))
 
-    async def _run_job(self, job: Job) -> None:
-        delivery = job.campaign.delivery
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=delivery.timeout, sock_read=delivery.timeout
-        )
+    async def _run_job(self, run: JobRun) -> None:
+        delivery = run.job.campaign.delivery
+        # One deadline for the whole attempt: a body that drips a byte at a time cannot keep a
+        # request alive past it (sock_read would restart with every byte).
+        timeout = aiohttp.ClientTimeout(total=delivery.timeout, connect=delivery.timeout)
         connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0)
         # The pacer learns when each request is really written (see pacing.py).
         traces = []
-        if job.pacer.traced:
+        if run.job.pacer.traced:
             trace = aiohttp.TraceConfig()
             trace.on_request_headers_sent.append(_headers_sent)
             traces.append(trace)
@@ -110,9 +155,9 @@ class Engine:
         ) as session:
             # Workers pull from one shared generator, no queue between them: a stop leaves at
             # most one prepared chunk unsent, and nothing claimed that was not sent.
-            source = self._to_send(job)
+            source = self._to_send(run)
             workers = [
-                asyncio.create_task(self._worker(job, source, session))
+                asyncio.create_task(self._worker(run, source, session))
                 for _ in range(delivery.concurrency)
             ]
             try:
@@ -121,66 +166,51 @@ class Engine:
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
+                source.close()  # type: ignore[attr-defined]
 
-    def _to_send(self, job: Job) -> Iterator[Prepared | object]:
+    def _to_send(self, run: JobRun) -> Iterator[Prepared | object]:
         """The recipients to send, in order; skips are reported on the way.
 
         Yields `_PAUSE` after a long run of rows with nothing to send (a rerun skipping a
         million delivered rows), so the loop still serves signals and progress meanwhile.
         """
+        job = run.job
         write = job.report.write
         history = job.state.has_history
         rows = job.items
         idle = 0
-        while True:
-            # Rows are prepared a chunk at a time: reading and rendering in a tight loop is
-            # markedly cheaper than one row between every two network events.
-            chunk = list(itertools.islice(rows, _CHUNK))
-            if not chunk:
-                return
-            for item in chunk:
-                if isinstance(item, Skipped):
-                    write(line(item.row, item.recipient, "skipped", reason=item.reason))
-                elif not history or not self._settled_earlier(job, item):
-                    idle = 0
-                    yield item
-                    continue
-                idle += 1
-                if idle >= _YIELD_EVERY:
-                    idle = 0
-                    yield _PAUSE
-
-    @staticmethod
-    def _settled_earlier(job: Job, item: Prepared) -> bool:
-        prior = job.state.prior(item.recipient)
-        if prior is None:
-            return False
-        write = job.report.write
-        if prior.status == "sent":
-            write(line(item.row, item.recipient, "skipped", reason="already sent"))
-            return True
-        if prior.status == "failed" and not job.retry_failed:
-            reason = "failed in an earlier run; not retried (use --retry-failed)"
-        elif prior.status == "uncertain" and not job.resend_uncertain:
-            reason = "uncertain since an earlier run; not resent (use --resend-uncertain)"
-        else:
-            return False
-        write(
-            line(
-                item.row,
-                item.recipient,
-                prior.status,
-                reason=reason,
-                http_status=prior.http_status,
-                result=prior.result,
-                error=prior.error,
-            )
-        )
-        return True
+        chunk: list[Item] = []
+        done = 0  # rows of the chunk handed on or reported
+        try:
+            while not run.stopping:
+                # Rows are prepared a chunk at a time: reading and rendering in a tight loop is
+                # markedly cheaper than one row between every two network events.
+                chunk = list(itertools.islice(rows, _CHUNK))
+                done = 0
+                if not chunk:
+                    return
+                for item in chunk:
+                    if run.stopping:
+                        return
+                    done += 1
+                    if isinstance(item, Skipped):
+                        write(line(item.row, item.recipient, item.status, reason=item.reason))
+                    elif not history or not _settled_earlier(job, item):
+                        idle = 0
+                        yield item
+                        continue
+                    idle += 1
+                    if idle >= _YIELD_EVERY:
+                        idle = 0
+                        yield _PAUSE
+        finally:
+            # A stop leaves the rest of the chunk read by nobody: the report says so.
+            job.report.not_reached(len(chunk) - done)
 
     async def _worker(
-        self, job: Job, source: Iterator[Prepared | object], session: aiohttp.ClientSession
+        self, run: JobRun, source: Iterator[Prepared | object], session: aiohttp.ClientSession
     ) -> None:
+        job = run.job
         claim = job.state.claim
         for item in source:
             if item is _PAUSE:
@@ -189,7 +219,7 @@ class Engine:
                 assert type(item) is Prepared
                 await claim(item.recipient, item.row)
                 try:
-                    attempt, attempts = await self._deliver(job, session, item)
+                    attempt, attempts = await self._deliver(run, session, item)
                 except asyncio.CancelledError:
                     # A hard stop: the request may be out. The state keeps it 'sending',
                     # which the next run reads as uncertain; the report says so now.
@@ -197,30 +227,33 @@ class Engine:
                         line(
                             item.row,
                             item.recipient,
-                            "uncertain",
+                            Status.UNCERTAIN,
                             error="interrupted while in flight",
-                        )
+                        ),
+                        record=item.record,
                     )
                     raise
-                self._settle(job, item, attempt, attempts)
-            if job.stopping:
+                self._settle(run, item, attempt, attempts)
+            if run.stopping:
                 return
 
     async def _deliver(
-        self, job: Job, session: aiohttp.ClientSession, item: Prepared
+        self, run: JobRun, session: aiohttp.ClientSession, item: Prepared
     ) -> tuple[Attempt, int]:
+        job = run.job
         delivery = job.campaign.delivery
         request = item.request
         url = URL(request.url, encoded=True)
         attempts = 0
         pacer = job.pacer
+        report = job.report
         while True:
             slot = pacer.try_acquire() or await pacer.acquire()
             attempts += 1
             started = time.monotonic()
-            if job.first_start is None:
-                job.first_start = started
-            job.last_start = started
+            if run.first_start is None:
+                run.first_start = started
+            run.last_start = started
             try:
                 async with session.request(
                     request.method,
@@ -230,20 +263,45 @@ class Engine:
                     allow_redirects=False,
                     trace_request_ctx=(pacer, slot),
                 ) as response:
-                    body = await response.read()
-                attempt = outcome.from_response(response.status, body, response.headers)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    body, truncated = await _read_capped(response)
+                attempt = outcome.from_response(
+                    response.status, body, response.headers, truncated=truncated
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 attempt = outcome.from_exception(exc)
             finally:
                 if not slot.sent:
                     pacer.never_sent(slot)
             attempt.latency_ms = round((time.monotonic() - started) * 1000, 2)
-            again = attempt.kind == outcome.RETRY or (
-                attempt.kind == outcome.UNCERTAIN and delivery.retry_timeouts
+            report.attempted(attempt.http_status, started)
+            if attempt.http_status is not None:
+                run.answered = True
+            elif attempt.kind is Kind.RETRY and not run.answered:
+                run.unreachable += 1
+                if run.unreachable >= UNREACHABLE_AT_START:
+                    run.abort(
+                        f"the API cannot be reached ({job.masker(attempt.error or '')}); "
+                        "nothing was delivered. Check bot.base_url and the network, then run "
+                        "again: every recipient left unsent will be sent"
+                    )
+            again = attempt.kind is Kind.RETRY or (
+                attempt.kind is Kind.UNCERTAIN and delivery.retry_timeouts
             )
-            if not again or attempts > delivery.retries or job.stopping:
+            if not again or attempts > delivery.retries:
                 return attempt, attempts
-            await self._pause(job, self._backoff(attempts, attempt.retry_after))
+            if run.stopping:
+                attempt.error = f"{attempt.error}; the run stopped before its retry"
+                return attempt, attempts
+            wait = attempt.retry_after
+            if wait is not None and wait > outcome.RETRY_AFTER_CAP:
+                attempt.error = (
+                    f"{attempt.error}; the API asked to wait {wait:.0f} s (Retry-After), over "
+                    f"the {outcome.RETRY_AFTER_CAP:.0f} s cap: left for a later run"
+                )
+                return attempt, attempts
+            if await run.pause(self._backoff(attempts, wait)):
+                attempt.error = f"{attempt.error}; the run stopped before its retry"
+                return attempt, attempts
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         # Exponential with "equal jitter": never less than half the step, never in lockstep.
@@ -251,15 +309,12 @@ class Engine:
         delay = step / 2 + self._random.uniform(0, step / 2)
         return float(max(delay, retry_after or 0.0))
 
-    @staticmethod
-    async def _pause(job: Job, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):  # woken early by a stop
-            await asyncio.wait_for(job._stop.wait(), seconds)
-
-    def _settle(self, job: Job, item: Prepared, attempt: Attempt, attempts: int) -> None:
-        status = _FINAL_STATUS[attempt.kind]
+    def _settle(self, run: JobRun, item: Prepared, attempt: Attempt, attempts: int) -> None:
+        job = run.job
+        status = outcome.FINAL[attempt.kind]
+        # Masked first, then shortened: a cut must never leave part of a secret behind.
         error = job.masker(attempt.error) if attempt.error else None
-        result = job.masker(attempt.result) if attempt.result else attempt.result
+        result = _shorten(job.masker(attempt.result)) if attempt.result else None
         job.state.record(item.recipient, status, attempts, attempt.http_status, result, error)
         job.report.write(
             line(
@@ -271,20 +326,36 @@ class Engine:
                 result=result,
                 error=error,
                 latency_ms=attempt.latency_ms,
-            )
+            ),
+            record=item.record,
         )
-        if attempt.kind == outcome.FATAL:
-            job.abort(
-                f"the API rejected the token (HTTP {attempt.http_status}); "
-                "nothing more was sent. Check the token and run again."
-            )
-        elif status == "sent":
-            job.consecutive_failures = 0
+        if attempt.kind is Kind.CAMPAIGN:
+            run.abort(f"{error}. Nobody was marked failed for it: fix the campaign and run again")
+        elif status is Status.SENT:
+            run.consecutive_failures = 0
         else:
-            job.consecutive_failures += 1
+            run.consecutive_failures += 1
             limit = job.campaign.delivery.max_consecutive_failures
-            if job.consecutive_failures >= limit:
-                job.abort(
+            if run.consecutive_failures >= limit:
+                run.abort(
                     f"{limit} recipients in a row were not delivered "
                     "(delivery.max_consecutive_failures); the run stopped itself"
                 )
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= outcome.SHOWN else text[: outcome.SHOWN] + "…"
+
+
+def _settled_earlier(job: Job, item: Prepared) -> bool:
+    """Report and drop a recipient an earlier run settled; False when it is to be sent."""
+    found = earlier(
+        item,
+        job.state.prior(item.recipient),
+        retry_failed=job.retry_failed,
+        resend_uncertain=job.resend_uncertain,
+    )
+    if found is None:
+        return False
+    job.report.write_earlier(found, record=item.record)
+    return True

@@ -37,7 +37,7 @@ class Problem:
 
 
 class CampaignError(Exception):
-    """Root of every error a user can cause. ``exit_code`` follows SPEC §3."""
+    """Root of every error a user can cause; ``exit_code`` is what the command exits with."""
 
     exit_code = 2
 
@@ -62,7 +62,16 @@ class LockHeld(CampaignError):
     """Another process runs the same campaign against the same state file."""
 
 
+class StateError(CampaignError):
+    """The state cannot be used: unreachable, damaged, or of another schema. Nothing was sent."""
+
+
 class RunAborted(CampaignError):
     """The run stopped itself: the token was rejected or too many failures in a row."""
 
     exit_code = 3
+
+
+class StateLost(RunAborted):
+    """The state stopped answering during a run: nothing more can be claimed, so nothing more
+    is sent."""

@@ -58,6 +58,7 @@ class Field:
     path: KeyPath
     source: str
     lenient: bool = False
+    recipient: bool = False  # the recipient's id: a missing value means "no recipient id"
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
 from runner.apis import Request
 from runner.dedupe import SeenIndex
 from runner.errors import UsageError
 from runner.model import DEFAULT_BASES, Campaign, Endpoint
-from runner.render import Renderer, Skip
+from runner.render import FILTERED, Renderer, Skip
+from runner.report import Line, line
+from runner.state import Prior
+from runner.status import Status
 
 _HTTP_URL = re.compile(r"https?://[^/\s?#]+")
 
@@ -24,15 +27,45 @@ class Prepared(NamedTuple):
     row: int
     recipient: str
     request: Request
+    record: dict[str, Any]  # the audience record, for undelivered.csv
 
 
 class Skipped(NamedTuple):
     row: int
     reason: str
     recipient: str | None = None
+    status: Status = Status.SKIPPED  # or INVALID: the row cannot become a request
 
 
 Item = Prepared | Skipped
+
+
+def earlier(
+    item: Prepared, prior: Prior | None, *, retry_failed: bool, resend_uncertain: bool
+) -> Line | None:
+    """The report line of a recipient an earlier run settled, or None when it is to be sent.
+
+    One rule for `plan` and `run`: delivered ones are skipped; failed and uncertain ones are
+    reported as such unless the run is asked to send them again; unsent ones are sent."""
+    if prior is None:
+        return None
+    if prior.status == Status.SENT:
+        return line(item.row, item.recipient, Status.SKIPPED, reason="already sent")
+    if prior.status == Status.FAILED and not retry_failed:
+        reason = "failed in an earlier run; not retried (use --retry-failed)"
+    elif prior.status == Status.UNCERTAIN and not resend_uncertain:
+        reason = "uncertain since an earlier run; not resent (use --resend-uncertain)"
+    else:
+        return None
+    return line(
+        item.row,
+        item.recipient,
+        prior.status,
+        reason=reason,
+        http_status=prior.http_status,
+        result=prior.result,
+        error=prior.error,
+    )
 
 
 def endpoint(
@@ -82,20 +115,24 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
     render, build, first_row = renderer.render, builder.build, seen.first_row
     for row in audience.rows(campaign.audience):
         n = row.n
-        if row.fields is None:
-            yield Skipped(n, row.error or "unreadable")
+        fields = row.fields
+        if fields is None:
+            yield Skipped(n, row.error or "unreadable", None, Status.INVALID)
             continue
-        values = render(row.fields)
+        values = render(fields)
         if type(values) is Skip:
-            yield Skipped(n, values)
+            if values is FILTERED:
+                yield Skipped(n, values)
+            else:
+                yield Skipped(n, values, None, Status.INVALID)
             continue
         built = build(values)
         if type(built) is str:
-            yield Skipped(n, built)
+            yield Skipped(n, built, None, Status.INVALID)
             continue
         recipient, request = built
         earlier = first_row(recipient, n)
         if earlier is not None:
             yield Skipped(n, f"duplicate of row {earlier}", recipient)
             continue
-        yield Prepared(n, recipient, request)
+        yield Prepared(n, recipient, request, fields)

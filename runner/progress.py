@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from runner.engine import Job
+from runner.engine import JobRun
 from runner.model import Campaign
 
 TICK = 0.2  # seconds between bar refreshes and report flushes
@@ -34,14 +34,14 @@ def estimate_rows(campaign: Campaign) -> int | None:
 
 
 class Progress:
-    def __init__(self, jobs: list[Job], *, quiet: bool, stream: IO[str] | None = None) -> None:
-        self._jobs = jobs
+    def __init__(self, runs: list[JobRun], *, quiet: bool, stream: IO[str] | None = None) -> None:
+        self._jobs = [run.job for run in runs]
         self._stream = stream or sys.stderr
         self._quiet = quiet
         self._tty = self._stream.isatty()
         self._total = None
         if not quiet:  # the total only feeds the bar and the ETA; counting reads every file
-            totals = [estimate_rows(job.campaign) for job in jobs]
+            totals = [estimate_rows(job.campaign) for job in self._jobs]
             if all(t is not None for t in totals):
                 self._total = sum(t for t in totals if t is not None)
         self._bar: Any = None
@@ -66,7 +66,8 @@ class Progress:
                 self._bar.close()
 
     def _counts(self) -> tuple[int, dict[str, int], int]:
-        rows, counts, requests = 0, {"sent": 0, "failed": 0, "skipped": 0, "uncertain": 0}, 0
+        rows, requests = 0, 0
+        counts = {"sent": 0, "failed": 0, "unsent": 0, "uncertain": 0, "invalid": 0, "skipped": 0}
         for job in self._jobs:
             tally = job.report.tally
             rows += sum(tally.counts.values())
@@ -84,8 +85,8 @@ class Progress:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rps = requests / elapsed
         summary = (
-            f"sent {counts['sent']} failed {counts['failed']} skipped {counts['skipped']}"
-            f" uncertain {counts['uncertain']} {rps:.1f} req/s"
+            " ".join(f"{name} {n}" for name, n in counts.items() if n or name == "sent")
+            + f" {rps:.1f} req/s"
         )
         if self._bar is not None:
             self._bar.n = rows

@@ -7,6 +7,7 @@ rare row that fails is rendered again field by field to say which template faile
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -161,7 +162,7 @@ class Renderer:
             try:
                 values[i] = self._single(i).render(context)
             except Exception as exc:
-                return _reason(exc, format_path(self._fields[i].path))
+                return _reason(exc, self._fields[i])
         return values
 
     def _single(self, i: int) -> jinja2.Template:
@@ -183,14 +184,14 @@ class Renderer:
             try:
                 self._where_expression(**context)
             except Exception as exc:
-                return _reason(exc, "audience.where")
+                return _reason(exc, None)
         for i, field in enumerate(self._fields):
             if not is_template(field.source):
                 continue
             try:
                 self._single(i).render(context)
             except Exception as exc:
-                return _reason(exc, format_path(field.path))
+                return _reason(exc, field)
         return Skip("template error")
 
 
@@ -229,9 +230,21 @@ class _Compiled:
         return "".join(self._render(shared))
 
 
-def _reason(exc: Exception, where: str) -> Skip:
+_MISSING = re.compile(r"'dict object' has no attribute '([^']*)'")
+
+
+def _reason(exc: Exception, field: Field | None) -> Skip:
+    """Why a row cannot be rendered, in words a person can act on."""
+    where = "audience.where" if field is None else format_path(field.path)
     if isinstance(exc, jinja2.UndefinedError):
+        missing = _MISSING.search(exc.message or "")
+        if field is not None and field.recipient:
+            return Skip("no recipient id")
+        if missing:
+            return Skip(f"missing value: customer.{missing.group(1)} in {where}")
         return Skip(f"undefined: {exc.message} in {where}")
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return Skip(f"unsafe template: {exc} in {where}")
+    if isinstance(exc, TypeError) and "not supported between instances of 'str'" in str(exc):
+        return Skip(f"{exc} in {where}: CSV values are text; compare numbers with | int")
     return Skip(f"template error: {type(exc).__name__}: {exc} in {where}")

@@ -1,34 +1,42 @@
-"""The results report, one writer for `plan` and `run`: results.jsonl, summary.json, summary.md.
+"""The results report, one writer for `plan` and `run`: results.jsonl, summary.json,
+summary.md and undelivered.csv.
 
 Lines are written as outcomes arrive and flushed often, so that a crash loses at most the last
-few; the summary is written once, at the end.
+few; the summary is written once, at the end. What the summary says of HTTP (status counts,
+requests/s) counts every attempt of this run, and only of this run: rows an earlier run
+settled are listed, not counted as this run's answers.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
+from runner import inert
 from runner.errors import UsageError
+from runner.status import REPORTED, UNDELIVERED, Status
 
-STATUSES = ("planned", "sent", "failed", "skipped", "uncertain")
 _MAX_REASONS = 20
-_MAX_ERRORS = 100  # distinct error texts kept for the summary
+_MAX_ERRORS = 100  # distinct error groups kept for the summary
+_FIRST_INVALID = 10  # invalid rows listed by number in the summary
 _DUPLICATE = re.compile(r"^duplicate of row \d+$")
+
+Line = dict[str, Any]
 
 
 def line(
     row: int,
     recipient: str | None,
-    status: str,
+    status: Status,
     *,
     reason: str | None = None,
     http_status: int | None = None,
@@ -36,7 +44,7 @@ def line(
     result: str | None = None,
     error: str | None = None,
     latency_ms: float | None = None,
-) -> dict[str, Any]:
+) -> Line:
     """One results.jsonl line: every key, always, so that readers need no defaults."""
     return {
         "row": row,
@@ -52,9 +60,7 @@ def line(
 
 
 def reason_group(reason: str) -> str:
-    return (
-        "duplicate" if _DUPLICATE.match(reason) else str(reason)
-    )  # not a str subclass: orjson keys
+    return "duplicate" if _DUPLICATE.match(reason) else str(reason)
 
 
 def now_iso() -> str:
@@ -65,43 +71,66 @@ def run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")[:-4] + "Z"
 
 
-def default_folder(campaign: str, kind: str) -> Path:
-    """``reports/<name>/<kind>-<run id>``; a real run's is ``reports/<name>/<run id>``."""
+def default_folder(root: Path, campaign: str, kind: str) -> Path:
+    """``ROOT/reports/<name>/<kind>-<run id>``; a real run's is ``.../<name>/<run id>``."""
     prefix = "" if kind == "run" else f"{kind}-"
-    return Path("reports") / campaign / f"{prefix}{run_id()}"
+    return root / "reports" / campaign / f"{prefix}{run_id()}"
 
 
-@dataclass
 class Tally:
     """Counts that the summary is made of, gathered as lines are written."""
 
-    counts: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    http: Counter[int] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies: array[float] = field(default_factory=lambda: array("d"))
-    requests: int = 0  # HTTP attempts, retries included
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.reasons: dict[str, Counter[str]] = {"skipped": Counter(), "invalid": Counter()}
+        self.http: Counter[int] = Counter()
+        self.errors: Counter[tuple[str, int | None, str]] = Counter()
+        self.latencies: array[float] = array("d")
+        self.first_invalid: list[dict[str, Any]] = []
+        self.requests = 0  # HTTP attempts of this run, retries included
+        self.first_request: float | None = None
+        self.last_request: float | None = None
+        self.not_reached = 0
 
-    def add(self, line: dict[str, Any]) -> None:
-        # Every line has every key (engine.line and the plan write them all).
+    def add(self, line: Line, this_run: bool = True) -> None:
         status = line["status"]
         self.counts[status] += 1
-        if status == "skipped":
-            group = reason_group(line["reason"])
-            if group in self.reasons or len(self.reasons) < _MAX_REASONS:
-                self.reasons[group] += 1
+        reasons = self.reasons.get(status)
+        if reasons is not None:
+            group = reason_group(line["reason"] or "")
+            if group in reasons or len(reasons) < _MAX_REASONS:
+                reasons[group] += 1
             else:
-                self.reasons["other reasons"] += 1
-        http_status = line["http_status"]
-        if http_status is not None:
-            self.http[http_status] += 1
-        error = line["error"]
-        if error and (error in self.errors or len(self.errors) < _MAX_ERRORS):
-            self.errors[error] += 1
+                reasons["other reasons"] += 1
+            if status == Status.INVALID and len(self.first_invalid) < _FIRST_INVALID:
+                self.first_invalid.append({"row": line["row"], "reason": line["reason"]})
+        if not this_run:
+            return
+        if status in UNDELIVERED:
+            # The API's own words first: "User blocked the bot x 10".
+            words = line["result"] or line["error"] or line["reason"] or ""
+            key = (str(status), line["http_status"], words)
+            if key in self.errors or len(self.errors) < _MAX_ERRORS:
+                self.errors[key] += 1
         latency = line["latency_ms"]
         if latency is not None:
             self.latencies.append(latency)
-        self.requests += line["attempts"]
+
+    def attempted(self, http_status: int | None, started: float) -> None:
+        self.requests += 1
+        if http_status is not None:
+            self.http[http_status] += 1
+        if self.first_request is None:
+            self.first_request = started
+        self.last_request = started
+
+    def requests_per_s(self) -> float | None:
+        """Intervals over the span between the first and the last request: a paced run never
+        shows more than its limit (n requests at a rate r span (n - 1) / r seconds)."""
+        if self.requests < 2 or self.first_request is None or self.last_request is None:
+            return None
+        span = self.last_request - self.first_request
+        return round((self.requests - 1) / span, 2) if span > 0 else None
 
     def percentiles(self) -> dict[str, float] | None:
         if not self.latencies:
@@ -113,6 +142,12 @@ class Tally:
 
         return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": pick(1.0)}
 
+    def error_groups(self) -> list[dict[str, Any]]:
+        return [
+            {"status": status, "http_status": http, "error": words, "count": n}
+            for (status, http, words), n in self.errors.most_common()
+        ]
+
 
 class ReportWriter:
     def __init__(self, directory: Path) -> None:
@@ -122,18 +157,44 @@ class ReportWriter:
             self._results = (directory / "results.jsonl").open("wb", buffering=1 << 16)
         except OSError as exc:
             raise UsageError(f"{directory}: cannot write the report here: {exc.strerror}") from None
+        self._undelivered: IO[bytes] | None = None
         self.tally = Tally()
         self.started = now_iso()
 
-    def write(self, line: dict[str, Any]) -> None:
+    def write(self, line: Line, record: Mapping[str, Any] | None = None) -> None:
+        """A row settled by this run (or skipped by it)."""
         self._results.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
         self.tally.add(line)
+        if record is not None and line["status"] in UNDELIVERED:
+            self._keep_undelivered(line, record)
+
+    def write_earlier(self, line: Line, record: Mapping[str, Any] | None = None) -> None:
+        """A row an earlier run settled: listed and counted by status, not as this run's."""
+        self._results.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        self.tally.add(line, this_run=False)
+        if record is not None and line["status"] in UNDELIVERED:
+            self._keep_undelivered(line, record)
+
+    def attempted(self, http_status: int | None, started: float) -> None:
+        """One HTTP attempt of this run, answered with ``http_status`` (None: no answer)."""
+        self.tally.attempted(http_status, started)
+
+    def not_reached(self, rows: int) -> None:
+        """Rows a stopped run never reached."""
+        self.tally.not_reached += rows
+
+    def _keep_undelivered(self, line: Line, record: Mapping[str, Any]) -> None:
+        if self._undelivered is None:
+            self._undelivered = (self.directory / ".undelivered.jsonl").open("wb")
+        reason = line["result"] or line["error"] or line["reason"] or ""
+        entry = {"record": record, "status": line["status"], "reason": reason}
+        self._undelivered.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE, default=str))
 
     def flush(self) -> None:
         self._results.flush()
 
     def finish(self, summary: dict[str, Any], title: str) -> dict[str, Any]:
-        """Close results.jsonl, write summary.json and summary.md; returns the summary."""
+        """Close the files, write summary.json, summary.md, undelivered.csv; the summary."""
         self._results.close()
         t = self.tally
         full: dict[str, Any] = {
@@ -141,14 +202,20 @@ class ReportWriter:
             "started": self.started,
             "finished": now_iso(),
             "rows": sum(t.counts.values()),
-            "counts": {status: t.counts.get(status, 0) for status in STATUSES},
-            "skipped_by_reason": dict(t.reasons.most_common()),
+            "counts": {str(status): t.counts.get(status, 0) for status in REPORTED},
+            "skipped_by_reason": dict(t.reasons["skipped"].most_common()),
+            "invalid_by_reason": dict(t.reasons["invalid"].most_common()),
+            "first_invalid_rows": t.first_invalid,
+            "not_reached": t.not_reached,
             "requests": t.requests,
+            "requests_per_s": t.requests_per_s(),
             "latency_ms": t.percentiles(),
             "http_status": {str(code): n for code, n in sorted(t.http.items())},
-            "errors": sorted(t.errors),
+            "errors": t.error_groups(),
             "report": str(self.directory),
         }
+        if summary.get("mode") != "plan":
+            full["undelivered"] = self._write_undelivered()
         (self.directory / "summary.json").write_bytes(
             orjson.dumps(full, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
@@ -160,18 +227,56 @@ class ReportWriter:
                 handle.write(markdown + "\n")
         return full
 
+    def _write_undelivered(self) -> str:
+        """undelivered.csv: each recipient not delivered, with its audience record's own
+        columns, then status and reason; ready to re-target."""
+        target = self.directory / "undelivered.csv"
+        entries = self.directory / ".undelivered.jsonl"
+        columns: dict[str, None] = {}
+        if self._undelivered is not None:
+            self._undelivered.close()
+            with entries.open("rb") as handle:
+                for raw in handle:
+                    columns.update(dict.fromkeys(orjson.loads(raw)["record"]))
+        extra = [name for name in ("status", "reason") if name not in columns]
+        with target.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow([*columns, *extra])
+            if self._undelivered is not None:
+                with entries.open("rb") as handle:
+                    for raw in handle:
+                        entry = orjson.loads(raw)
+                        record = entry["record"]
+                        cells = [_cell(record.get(name)) for name in columns]
+                        tail = {"status": entry["status"], "reason": entry["reason"]}
+                        writer.writerow([*cells, *(tail[name] for name in extra)])
+                entries.unlink()
+        return str(target)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
 
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
     counts = summary["counts"]
-    lines = [f"## {title}", "", "| status | count |", "| --- | ---: |"]
-    lines += [f"| {status} | {counts[status]} |" for status in STATUSES if counts[status]]
+    lines = [f"## {inert.markdown(title)}", "", "| status | count |", "| --- | ---: |"]
+    lines += [f"| {status} | {counts[status]} |" for status in counts if counts[status]]
     lines.append(f"| **rows** | **{summary['rows']}** |")
-    if summary["skipped_by_reason"]:
-        lines += ["", "| skipped because | count |", "| --- | ---: |"]
-        lines += [f"| {_md(r)} | {n} |" for r, n in summary["skipped_by_reason"].items()]
+    for status in ("skipped", "invalid"):
+        reasons = summary.get(f"{status}_by_reason")
+        if reasons:
+            lines += ["", f"| {status} because | count |", "| --- | ---: |"]
+            lines += [f"| {inert.markdown(r)} | {n} |" for r, n in reasons.items()]
     facts = []
     if summary.get("duration_s") is not None:
         facts.append(f"duration {summary['duration_s']} s")
+    if summary.get("requests"):
+        facts.append(f"{summary['requests']} requests")
     if summary.get("requests_per_s"):
         facts.append(f"{summary['requests_per_s']} requests/s")
     if summary.get("estimated_duration_s") is not None:
@@ -181,16 +286,22 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
         facts.append(f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     if summary.get("http_status"):
         facts.append("HTTP " + ", ".join(f"{k}: {v}" for k, v in summary["http_status"].items()))
+    if summary.get("not_reached"):
+        facts.append(f"{summary['not_reached']} rows not reached")
     if summary.get("exit_code") is not None:
         facts.append(f"exit code {summary['exit_code']}")
     if facts:
         lines += ["", "; ".join(facts) + "."]
     if summary.get("errors"):
-        lines += ["", "Errors:", *[f"- `{_md(e)}`" for e in summary["errors"][:20]]]
+        lines += [
+            "",
+            "| not delivered | HTTP | what was said | count |",
+            "| --- | --- | --- | ---: |",
+        ]
+        for group in summary["errors"][:20]:
+            http = group["http_status"] or ""
+            words = inert.markdown(group["error"])
+            lines.append(f"| {group['status']} | {http} | {words} | {group['count']} |")
     if summary.get("note"):
-        lines += ["", f"**{summary['note']}**"]
+        lines += ["", f"**{inert.markdown(summary['note'])}**"]
     return "\n".join(lines) + "\n"
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

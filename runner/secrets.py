@@ -34,6 +34,15 @@ def syntax_problem(text: str) -> str | None:
     return None
 
 
+# Every value this process read from the environment for a ``${VAR}``: whatever leaves the
+# process (errors at the CLI boundary included) is masked with them.
+_RESOLVED: set[str] = set()
+
+
+def resolved_values() -> frozenset[str]:
+    return frozenset(_RESOLVED)
+
+
 def resolve(text: str, where: str, environ: Mapping[str, str] | None = None) -> str:
     """Substitute every ``${VAR}``; an unset or empty variable is a `UsageError`."""
     env = os.environ if environ is None else environ
@@ -46,19 +55,46 @@ def resolve(text: str, where: str, environ: Mapping[str, str] | None = None) -> 
                 f"{where}: environment variable {name} is not set (or empty); "
                 f"export it before running, e.g. export {name}=..."
             )
+        _RESOLVED.add(value)
         return value
 
     return _REFERENCE.sub(substitute, text)
 
 
+def resolve_lenient(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Substitute the ``${VAR}`` that are set and leave the others as written (for previews)."""
+    env = os.environ if environ is None else environ
+
+    def substitute(match: re.Match[str]) -> str:
+        value = env.get(match.group(1))
+        if not value:
+            return match.group(0)
+        _RESOLVED.add(value)
+        return value
+
+    return _REFERENCE.sub(substitute, text)
+
+
+def encodings(secret: str) -> set[str]:
+    """Every form in which the product may write ``secret``: raw, and percent-encoded as the
+    URL builders and aiohttp do (with ``*`` and ``/`` left as they are or not, either case of
+    hex digits), and as ``+`` for spaces."""
+    forms = {secret, quote_plus(secret, safe="")}
+    for safe in ("", "*", "/", "*/", "~", "*~"):
+        quoted = quote(secret, safe=safe)
+        forms.update({quoted, re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), quoted)})
+    return forms
+
+
 class Masker:
-    """Replaces secrets, raw or URL-encoded, with ``***`` in any text bound for output."""
+    """Replaces secrets, raw or encoded, with ``***`` in any text bound for output. Mask
+    before shortening a text, never after: a cut can leave a secret's head behind."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms: set[str] = set()
-        for secret in secrets:
+        for secret in {*secrets, *_RESOLVED}:
             if len(secret) >= 4:  # masking "a" would garble every message
-                forms.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
+                forms.update(encodings(secret))
         # Longest first, so that an encoded form is not half-masked by a shorter one.
         self._forms = sorted(forms, key=len, reverse=True)
 
@@ -67,9 +103,3 @@ class Masker:
             if form in text:
                 text = text.replace(form, MASK)
         return text
-
-
-def resolve_lenient(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Substitute the ``${VAR}`` that are set and leave the others as written (for previews)."""
-    env = os.environ if environ is None else environ
-    return _REFERENCE.sub(lambda m: env.get(m.group(1)) or m.group(0), text)

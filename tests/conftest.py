@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from yarl import URL
 
-from runner.cli import cli
-from runner.mockserver import MockOptions, MockServer
+from runner.cli import main
+from runner.mockserver import MockOptions
+from runner.state import Location
+from tests.helpers import POSTGRES, ThreadedMock, customers_csv
 
 V1_CAMPAIGN = """\
 version: 1
@@ -38,6 +40,65 @@ delivery:
 """
 
 
+def _server() -> str:
+    return os.environ.get("CAMPAIGN_TEST_POSTGRES", POSTGRES)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of the tests' own on the PostgreSQL server, dropped at the end. Without a
+    server the tests that need it skip, saying why; under CI (``CI`` set) they fail."""
+    import asyncpg
+
+    server = _server()
+    name = f"campaign_runner_test_{os.getpid()}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(server, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name}"))
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"no PostgreSQL server answers at {server} ({exc}); set CAMPAIGN_TEST_POSTGRES"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": PostgreSQL tests are required in CI")
+        pytest.skip(message)
+    yield str(URL(server).with_path(f"/{name}"))
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The tests' database, emptied before each test."""
+    import asyncpg
+
+    async def empty() -> None:
+        connection = await asyncpg.connect(postgres_database, timeout=5)
+        try:
+            await connection.execute(
+                "DROP TABLE IF EXISTS campaign_runner_recipients, campaign_runner_locks, "
+                "campaign_runner_schema"
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(empty())
+    return postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
+    """A state location of each backend."""
+    if request.param == "sqlite":
+        return Location(path=tmp_path / "s.sqlite3")
+    return Location(url=request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test works in its own folder (reports/ and .campaign-state/ land there)."""
@@ -57,12 +118,6 @@ def write(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
-
-
-def customers_csv(n: int, start: int = 1) -> str:
-    lines = ["id,first_name"]
-    lines += [f"{i},Name{i}" for i in range(start, start + n)]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -100,40 +155,23 @@ def v1_campaign(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def invoke() -> Callable[..., Result]:
+    """The command line as a user runs it: through `runner.cli.main`, the one exit boundary."""
+
     def _invoke(*args: str | Path) -> Result:
-        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        runner = CliRunner()
+        with runner.isolation() as (out, err, combined):
+            code = main([str(a) for a in args])
+        return Result(
+            runner=runner,
+            stdout_bytes=out.getvalue(),
+            stderr_bytes=err.getvalue(),
+            output_bytes=combined.getvalue(),
+            return_value=code,
+            exit_code=code,
+            exception=None,
+        )
 
     return _invoke
-
-
-class ThreadedMock:
-    """The mock server on a loop of its own, for tests that drive the synchronous CLI."""
-
-    def __init__(self, options: MockOptions) -> None:
-        self.server = MockServer(options)
-        self.loop = asyncio.new_event_loop()
-        self.url = ""
-        started = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.url = self.loop.run_until_complete(self.server.start())
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-        started.wait(10)
-
-    @property
-    def arrivals(self) -> list[Any]:
-        return self.server.arrivals
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -149,12 +187,3 @@ def mock() -> Iterator[Callable[..., ThreadedMock]]:
     yield _start
     for server in servers:
         server.stop()
-
-
-def results(report_dir: Path) -> list[dict[str, Any]]:
-    lines = (report_dir / "results.jsonl").read_text().splitlines()
-    return sorted((json.loads(line) for line in lines), key=lambda r: r["row"])
-
-
-def summary(report_dir: Path) -> dict[str, Any]:
-    return json.loads((report_dir / "summary.json").read_text())

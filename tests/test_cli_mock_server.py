@@ -63,6 +63,6 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
             text=True,
             timeout=20,
         )
-    assert done.returncode == 1
+    assert done.returncode == 2  # a usage error: nothing was served
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 
-from tests.conftest import ThreadedMock, results, summary
+from tests.helpers import ThreadedMock, results, summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,11 +28,39 @@ def test_run_then_rerun_never_sends_twice(
     path = v1_campaign(server.url, rows=4)
     first = invoke("run", path, "--report", "r1", "--quiet")
     assert first.exit_code == 0, first.output
-    assert first.output.startswith("test-campaign: 4 sent, 0 failed, 0 skipped, 0 uncertain")
+    assert first.stdout.startswith(
+        "test-campaign: 4 sent, 0 failed, 0 unsent, 0 uncertain, 0 invalid, 0 skipped"
+    )
+    assert f"test-campaign: state {path.parent}/.campaign-state/test-campaign.sqlite3" in (
+        first.stderr
+    )
     again = invoke("run", path, "--report", "r2", "--quiet")
     assert again.exit_code == 0
     assert statuses(Path("r2")) == [(i, "skipped", "already sent") for i in range(1, 5)]
     assert len(server.arrivals) == 4
+
+
+def test_a_rejected_token_costs_nobody_their_message(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock(token="right-token")  # every request is refused: 401 stops the run at once
+    path = v1_campaign(server.url, rows=30, concurrency=1)
+    result = invoke("run", path, "--report", "r1", "--quiet")
+    assert result.exit_code == 3
+    assert (
+        "ABORTED: HTTP 401: the API rejected the token; check bot.token. Nobody was marked "
+        "failed for it: fix the campaign and run again"
+    ) in result.stdout
+    assert len(server.arrivals) == 1
+    assert statuses(Path("r1"))[0][1] == "unsent"
+    assert summary(Path("r1"))["not_reached"] == 29
+    monkeypatch.setenv("TEST_TOKEN", "right-token")
+    again = invoke("run", path, "--report", "r2", "--quiet")
+    assert again.exit_code == 0  # a plain rerun after the fix reaches everyone
+    assert [r["status"] for r in results(Path("r2"))] == ["sent"] * 30
 
 
 def test_failures_are_retried_only_when_asked(
@@ -40,27 +68,27 @@ def test_failures_are_retried_only_when_asked(
     mock: Callable[..., ThreadedMock],
     v1_campaign: Callable[..., Path],
 ) -> None:
-    server = mock(token="right-token")  # every request is refused: 401 aborts at once
-    path = v1_campaign(server.url, rows=3, concurrency=1)
-    result = invoke("run", path, "--report", "r1", "--quiet")
-    assert result.exit_code == 3
-    assert "ABORTED: the API rejected the token (HTTP 401)" in result.output
-    os.environ["TEST_TOKEN"] = "right-token"
+    refusing = mock(fail_rate=1.0, seed=3)  # 503 (unsent) or success: false (failed)
+    path = v1_campaign(refusing.url, rows=6, retries=0, concurrency=1)
+    assert invoke("run", path, "--report", "r1", "--quiet").exit_code == 1
+    first = {r["row"]: r["status"] for r in results(Path("r1"))}
+    assert set(first.values()) == {"failed", "unsent"}
+    working = mock()
+    path.write_text(path.read_text().replace(refusing.url, working.url))
     again = invoke("run", path, "--report", "r2", "--quiet")
-    assert again.exit_code == 1  # row 1 failed before: not retried without the flag
-    assert statuses(Path("r2"))[0] == (
-        1,
-        "failed",
-        "failed in an earlier run; not retried (use --retry-failed)",
-    )
-    assert [r["status"] for r in results(Path("r2"))[1:]] == ["sent", "sent"]
+    assert again.exit_code == 1  # the refused ones are not retried without the flag
+    second = {r["row"]: (r["status"], r["reason"]) for r in results(Path("r2"))}
+    for row, status in first.items():
+        if status == "unsent":
+            assert second[row] == ("sent", None)
+        else:
+            assert second[row] == (
+                "failed",
+                "failed in an earlier run; not retried (use --retry-failed)",
+            )
     third = invoke("run", path, "--report", "r3", "--quiet", "--retry-failed")
     assert third.exit_code == 0
-    assert statuses(Path("r3")) == [
-        (1, "sent", None),
-        (2, "skipped", "already sent"),
-        (3, "skipped", "already sent"),
-    ]
+    assert len(working.arrivals) == 6
 
 
 def test_status_lists_who_did_not_get_it(
@@ -71,14 +99,22 @@ def test_status_lists_who_did_not_get_it(
     server = mock(fail_rate=1.0, seed=7)
     path = v1_campaign(server.url, rows=3, retries=0, concurrency=1)
     assert invoke("run", path, "--quiet", "--report", "r").exit_code == 1
+    path.parent.joinpath("customers.csv").write_text("id,first_name\n1,A\n2,B\n3,C\n4,D\n")
     result = invoke("status", path)
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0] == "test-campaign (.campaign-state/test-campaign.sqlite3)"
-    assert lines[1:4] == ["  sent       0", "  failed     3", "  uncertain  0"]
-    assert "Not delivered:" in lines
+    assert lines[0] == f"test-campaign ({path.parent}/.campaign-state/test-campaign.sqlite3)"
     data = json.loads(invoke("status", path, "--output", "json").output)
-    assert data["counts"]["failed"] == 3 and len(data["not_delivered"]) == 3
+    counts = data["counts"]
+    assert counts["failed"] + counts["unsent"] == 3 and len(data["not_delivered"]) == 3
+    assert lines[1:6] == [
+        "  sent       0",
+        f"  failed     {counts['failed']}",
+        f"  unsent     {counts['unsent']}",
+        "  uncertain  0",
+        "  not yet    1 audience rows not attempted",
+    ]
+    assert "Not delivered:" in lines
     assert data["not_delivered"][0]["row"] == 1
 
 
@@ -89,7 +125,7 @@ def test_status_before_any_run(
     result = invoke("status", path)
     assert result.exit_code == 2
     assert result.output == (
-        ".campaign-state/test-campaign.sqlite3: no state yet for campaign "
+        f"{path.parent}/.campaign-state/test-campaign.sqlite3: no state yet for campaign "
         "test-campaign (has it been run?)\n"
     )
 
@@ -98,10 +134,11 @@ def test_a_missing_secret_exits_2_naming_it(
     invoke: Callable[..., Result],
     mock: Callable[..., ThreadedMock],
     v1_campaign: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = mock()
     path = v1_campaign(server.url, rows=2)
-    del os.environ["TEST_TOKEN"]
+    monkeypatch.delenv("TEST_TOKEN")
     result = invoke("run", path)
     assert result.exit_code == 2
     assert result.output == (
@@ -121,24 +158,37 @@ def test_an_invalid_campaign_sends_nothing(
 
 
 def test_sandbox_rehearses_every_example_without_a_token(
-    invoke: Callable[..., Result], tmp_path: Path
+    invoke: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.environ.pop("SMAX_BOT_TOKEN", None)
-    for example in sorted((REPO / "campaigns").glob("*.yaml")):
+    monkeypatch.delenv("SMAX_BOT_TOKEN", raising=False)
+    examples = tmp_path / "copy" / "campaigns"
+    shutil.copytree(REPO / "campaigns", examples)
+    monkeypatch.chdir(examples)
+    for example in sorted(examples.glob("*.yaml")):
         result = invoke("run", example, "--sandbox", "--quiet")
         assert result.exit_code == 0, result.output
         assert result.output.endswith(
             "Sandbox: requests went to a local mock server; nothing was sent for real.\n"
         )
-    assert sorted(p.name for p in (tmp_path / ".campaign-state").glob("*.sqlite3")) == [
+    # Outside a repository, state and reports stand beside the campaign file.
+    assert sorted(p.name for p in (examples / ".campaign-state").glob("*.sqlite3")) == [
         "order-update-v2.sandbox.sqlite3",
         "spring-sale-2026.sandbox.sqlite3",
         "welcome-chatfuel.sandbox.sqlite3",
     ]
-    reports = list((tmp_path / "reports" / "spring-sale-2026").iterdir())
+    reports = list((examples / "reports" / "spring-sale-2026").iterdir())
     assert len(reports) == 1 and reports[0].name.startswith("sandbox-")
     s = summary(reports[0])
-    assert s["counts"] == {"planned": 0, "sent": 5, "failed": 0, "skipped": 2, "uncertain": 0}
+    assert s["counts"] == {
+        "planned": 0,
+        "sent": 5,
+        "failed": 0,
+        "unsent": 0,
+        "uncertain": 0,
+        "invalid": 0,
+        "deferred": 0,
+        "skipped": 2,
+    }
     assert s["note"] == "Sandbox: requests went to a local mock server; nothing was sent for real."
 
 
@@ -272,8 +322,9 @@ def test_a_base_url_from_the_environment_must_be_a_url(
     monkeypatch.setenv("API_BASE", "api.example.invalid")
     result = invoke("run", path)
     assert result.exit_code == 2
+    # A value read from the environment is never shown, even when it is wrong.
     assert result.output == (
-        f"{path}:7:13: bot.base_url: 'api.example.invalid' is not an http:// or https:// URL\n"
+        f"{path}:7:13: bot.base_url: '***' is not an http:// or https:// URL\n"
     )
 
 
@@ -286,6 +337,10 @@ def test_a_run_lists_the_first_ten_who_did_not_get_it(
     path = v1_campaign(server.url, rows=12, retries=0, concurrency=1)
     result = invoke("run", path, "--quiet", "--report", "r")
     assert result.exit_code == 1
-    listed = [line for line in result.output.splitlines() if line.startswith("  failed: row ")]
+    listed = [
+        line
+        for line in result.output.splitlines()
+        if line.startswith(("  failed: row ", "  unsent: row "))
+    ]
     assert len(listed) == 10
     assert f"  ... 2 more: campaign status {path}" in result.output

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ThreadedMock, results
+from tests.helpers import ThreadedMock, results
 
 ROWS = 300
 CONCURRENCY = 10
@@ -114,7 +114,7 @@ def test_a_second_run_of_the_same_campaign_is_refused(
             timeout=30,
         )
         assert second.returncode == 2
-        assert "campaign test-campaign is already running (pid" in second.stderr
+        assert "campaign test-campaign is already running (host " in second.stderr
         assert "nothing was sent" in second.stderr
     finally:
         first.kill()

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from runner import outcome
+from runner.outcome import Kind
 
 KEY: Any = SimpleNamespace(host="127.0.0.1", port=1, ssl=True, is_ssl=False)
 
@@ -18,47 +19,72 @@ KEY: Any = SimpleNamespace(host="127.0.0.1", port=1, ssl=True, is_ssl=False)
 @pytest.mark.parametrize(
     ("status", "body", "kind", "result"),
     [
-        (200, b'{"success": true, "result": "ok"}', outcome.SENT, "ok"),
+        (200, b'{"success": true, "result": "ok"}', Kind.SENT, "ok"),
         (
             200,
             b'{"success": false, "result": "user blocked the bot"}',
-            outcome.FAILED,
+            Kind.FAILED,
             "user blocked the bot",
         ),
-        (200, b"<html>", outcome.UNCERTAIN, "<html>"),  # it took the request: maybe sent
-        (200, b'{"result": "?"}', outcome.UNCERTAIN, "?"),
-        (400, b'{"success": false, "result": "bad block"}', outcome.FAILED, "bad block"),
-        (404, b"not found", outcome.FAILED, "not found"),
-        (401, b'{"success": false, "result": "bad token"}', outcome.FATAL, "bad token"),
-        (403, b"", outcome.FATAL, None),
-        (429, b'{"success": false}', outcome.RETRY, None),
-        (500, b"oops", outcome.RETRY, "oops"),
-        (503, b'{"success": false, "result": "busy"}', outcome.RETRY, "busy"),
-        (301, b"", outcome.FAILED, None),
+        (200, b"<html>", Kind.UNCERTAIN, "<html>"),  # it took the request: maybe sent
+        (200, b'{"result": "?"}', Kind.UNCERTAIN, "?"),
+        (400, b'{"success": false, "result": "bad block"}', Kind.FAILED, "bad block"),
+        (404, b'{"success": false, "result": "no such user"}', Kind.FAILED, "no such user"),
+        # Not the API's answer: a wrong base_url. The whole campaign is wrong; nobody failed.
+        (404, b"not found", Kind.CAMPAIGN, "not found"),
+        (405, b"<html>Method Not Allowed</html>", Kind.CAMPAIGN, "<html>Method Not Allowed</html>"),
+        (301, b"", Kind.CAMPAIGN, None),
+        (401, b'{"success": false, "result": "bad token"}', Kind.CAMPAIGN, "bad token"),
+        (403, b"", Kind.CAMPAIGN, None),
+        (429, b'{"success": false}', Kind.RETRY, None),
+        (503, b'{"success": false, "result": "busy"}', Kind.RETRY, "busy"),
+        # A gateway may answer 502/504 (or the API 500) after the API acted: never resent.
+        (500, b"oops", Kind.UNCERTAIN, "oops"),
+        (502, b"bad gateway", Kind.UNCERTAIN, "bad gateway"),
+        (504, b"gateway timeout", Kind.UNCERTAIN, "gateway timeout"),
     ],
 )
-def test_responses(status: int, body: bytes, kind: str, result: str | None) -> None:
+def test_responses(status: int, body: bytes, kind: Kind, result: str | None) -> None:
     got = outcome.from_response(status, body)
     assert (got.kind, got.http_status, got.result) == (kind, status, result)
 
 
 def test_the_token_error_says_so() -> None:
-    assert outcome.from_response(401, b"").error == "HTTP 401: the API rejected the token"
+    assert (
+        outcome.from_response(401, b"").error
+        == "HTTP 401: the API rejected the token; check bot.token"
+    )
+
+
+def test_an_answer_past_the_cap_is_uncertain_unless_it_proves_nothing_was_done() -> None:
+    assert outcome.from_response(200, b"x" * 10, truncated=True).kind is Kind.UNCERTAIN
+    assert outcome.from_response(503, b"x" * 10, truncated=True).kind is Kind.RETRY
+
+
+def test_every_kind_ends_in_a_status() -> None:
+    assert {k: str(v) for k, v in outcome.FINAL.items()} == {
+        Kind.SENT: "sent",
+        Kind.FAILED: "failed",
+        Kind.RETRY: "unsent",
+        Kind.UNCERTAIN: "uncertain",
+        Kind.CAMPAIGN: "unsent",
+    }
 
 
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (aiohttp.ClientConnectorError(KEY, OSError(111, "Connection refused")), outcome.RETRY),
-        (aiohttp.ConnectionTimeoutError("connect timeout"), outcome.RETRY),
-        (aiohttp.SocketTimeoutError("read timeout"), outcome.UNCERTAIN),
-        (TimeoutError(), outcome.UNCERTAIN),
-        (aiohttp.ServerDisconnectedError(), outcome.UNCERTAIN),
-        (aiohttp.ClientOSError(104, "Connection reset by peer"), outcome.UNCERTAIN),
-        (aiohttp.ClientPayloadError("cut"), outcome.UNCERTAIN),
+        (aiohttp.ClientConnectorError(KEY, OSError(111, "Connection refused")), Kind.RETRY),
+        (aiohttp.ConnectionTimeoutError("connect timeout"), Kind.RETRY),
+        (aiohttp.SocketTimeoutError("read timeout"), Kind.UNCERTAIN),
+        (TimeoutError(), Kind.UNCERTAIN),
+        (aiohttp.ServerDisconnectedError(), Kind.UNCERTAIN),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), Kind.UNCERTAIN),
+        (aiohttp.ClientPayloadError("cut"), Kind.UNCERTAIN),
+        (aiohttp.InvalidURL("http://h:99999/x"), Kind.CAMPAIGN),
     ],
 )
-def test_failures_without_an_answer(exc: BaseException, kind: str) -> None:
+def test_failures_without_an_answer(exc: BaseException, kind: Kind) -> None:
     assert outcome.from_exception(exc).kind == kind
 
 
@@ -66,7 +92,7 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert outcome.parse_retry_after("3") == 3.0
     assert outcome.parse_retry_after(None) is None
     assert outcome.parse_retry_after("soon") is None
-    assert outcome.parse_retry_after("99999") == outcome.RETRY_AFTER_CAP
+    assert outcome.parse_retry_after("99999") == 99999.0  # the engine leaves it unsent
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= (outcome.parse_retry_after(later) or 0) <= 31
     assert outcome.from_response(429, b"", {"Retry-After": "2"}).retry_after == 2.0

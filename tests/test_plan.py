@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import Result
 
-from tests.conftest import results, summary
+from tests.helpers import results, summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,18 +50,18 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
     assert result.exit_code == 0
     assert "very-secret-token" not in result.output
     lines = result.output.splitlines()
-    assert lines[:12] == [
-        "Plan for spring (v1, bot 6123abcd, 25 requests/s)",
+    assert lines[:13] == [
+        "Plan for spring (v1, 25 requests/s)",
         "",
         "  rows read      7",
         "  to send        2",
-        "  skipped        5",
-        "         1  undefined: 'dict object' has no attribute 'first_name' in "
-        "message.attributes.greeting",
+        "  invalid        3",
+        "         1  missing value: customer.first_name in message.attributes.greeting",
+        "         1  no recipient id",
+        "         1  expected 3 fields, found 2",
+        "  skipped        2",
         "         1  filtered",
         "         1  duplicate",
-        "         1  undefined: 'dict object' has no attribute 'id' in message.user_id",
-        "         1  expected 3 fields, found 2",
         "  estimated duration  0.1 s at 25 requests/s",
         "",
     ]
@@ -73,15 +73,11 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
     got = results(Path("out"))
     assert [(r["row"], r["status"], r["reason"]) for r in got] == [
         (1, "planned", None),
-        (
-            2,
-            "skipped",
-            "undefined: 'dict object' has no attribute 'first_name' in message.attributes.greeting",
-        ),
+        (2, "invalid", "missing value: customer.first_name in message.attributes.greeting"),
         (3, "skipped", "filtered"),
         (4, "skipped", "duplicate of row 1"),
-        (5, "skipped", "undefined: 'dict object' has no attribute 'id' in message.user_id"),
-        (6, "skipped", "expected 3 fields, found 2"),
+        (5, "invalid", "no recipient id"),
+        (6, "invalid", "expected 3 fields, found 2"),
         (7, "planned", None),
     ]
     assert got[0]["request"] == {
@@ -91,7 +87,16 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
         "body": None,
     }
     s = summary(Path("out"))
-    assert s["counts"] == {"planned": 2, "sent": 0, "failed": 0, "skipped": 5, "uncertain": 0}
+    assert s["counts"] == {
+        "planned": 2,
+        "sent": 0,
+        "failed": 0,
+        "unsent": 0,
+        "uncertain": 0,
+        "invalid": 3,
+        "deferred": 0,
+        "skipped": 2,
+    }
     assert s["exit_code"] == 0 and s["mode"] == "plan"
     md = (Path("out") / "summary.md").read_text()
     assert md.startswith("## Plan: spring\n") and "Dry run: nothing was sent." in md
@@ -111,7 +116,7 @@ def test_plan_needs_no_secret_and_limit_stops_early(
 
 
 def test_plan_json_output_and_default_report_folder(
-    invoke: Callable[..., Result], write: Callable[..., Path]
+    invoke: Callable[..., Result], write: Callable[..., Path], tmp_path: Path
 ) -> None:
     write("c.yaml", CAMPAIGN)
     write("people.csv", PEOPLE)
@@ -120,7 +125,7 @@ def test_plan_json_output_and_default_report_folder(
     assert data["summary"]["counts"]["planned"] == 2
     assert len(data["samples"]) == 2
     report = Path(data["summary"]["report"])
-    assert report.parent == Path("reports/spring") and report.name.startswith("plan-")
+    assert report.parent == tmp_path / "reports/spring" and report.name.startswith("plan-")
 
 
 def test_plan_appends_to_the_github_step_summary(

@@ -71,7 +71,7 @@ def check(data: dict[str, Any], blocks: tuple[str, ...]) -> list[tuple[tuple[str
 
 def fields(message: V1Message) -> list[Field]:
     """user_id, the block (name, id or flow), then the attributes, in that order."""
-    out = [Field(("message", "user_id"), message.user_id)]
+    out = [Field(("message", "user_id"), message.user_id, recipient=True)]
     block = _block(message)
     if block is not None:  # only an invalid message has none; validation says so
         out.append(Field(("message", block[0]), block[1]))

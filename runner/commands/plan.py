@@ -1,4 +1,7 @@
-"""`campaign plan`: the dry run. Renders every request, sends nothing, writes the report."""
+"""`campaign plan`: the dry run. Renders every request, sends nothing, writes the report.
+
+It reads the state as `run` would (read-only), so its counts are what a run would now send.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from runner import campaign as campaigns
-from runner import pipeline
+from runner import inert, pipeline
+from runner import state as states
 from runner.errors import UsageError
 from runner.model import Campaign, api_base
 from runner.plandigest import DigestWriter
 from runner.report import ReportWriter, default_folder, line
 from runner.secrets import MASK
+from runner.status import Status
 
 SAMPLES = 5
 SANDBOX_BASE = "http://127.0.0.1:8025"
+_SHOWN = 120  # characters of a value shown in the preview
 
 
 @dataclass
@@ -25,7 +33,6 @@ class PlanResult:
     campaign: Campaign
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
-    exit_code: int = 0
 
 
 def plan(
@@ -35,39 +42,62 @@ def plan(
     limit: int | None = None,
     out: Path | None = None,
     sandbox: bool = False,
+    state: str | None = None,
+    retry_failed: bool = False,
+    resend_uncertain: bool = False,
 ) -> PlanResult:
     campaign = campaigns.load(path)
     base = api_base(SANDBOX_BASE, campaign.bot.api) if sandbox else None
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
-    directory = report_dir or default_folder(campaign.name, "sandbox-plan" if sandbox else "plan")
-    digest = DigestWriter(out, campaign, limit) if out else None
+    location = states.locate(state, campaign.path, campaign.name, sandbox)
+    reader = states.open_reader(location, campaign.name)
     try:
-        writer = ReportWriter(directory)
-    except UsageError:
-        if digest:
-            digest.discard()
-        raise
-    samples: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    items = pipeline.prepare(campaign, target)
-    if limit is not None:
-        items = itertools.islice(items, limit)
-    write = writer.write
-    for item in items:
-        if isinstance(item, pipeline.Prepared):
+        directory = report_dir or default_folder(
+            states.repository_root(campaign.path),
+            campaign.name,
+            "sandbox-plan" if sandbox else "plan",
+        )
+        digest = DigestWriter(out, campaign, limit) if out else None
+        try:
+            writer = ReportWriter(directory)
+        except UsageError:
+            if digest:
+                digest.discard()
+            raise
+        samples: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        items = pipeline.prepare(campaign, target)
+        if limit is not None:
+            items = itertools.islice(items, limit)
+        write = writer.write
+        history = reader.has_history
+        for item in items:
+            if isinstance(item, pipeline.Skipped):
+                write(line(item.row, item.recipient, item.status, reason=item.reason))
+                continue
+            if history:
+                found = pipeline.earlier(
+                    item,
+                    reader.prior(item.recipient),
+                    retry_failed=retry_failed,
+                    resend_uncertain=resend_uncertain,
+                )
+                if found is not None:
+                    writer.write_earlier(found)
+                    continue
             request = item.request.for_report()
-            entry = line(item.row, item.recipient, "planned")
+            entry = line(item.row, item.recipient, Status.PLANNED)
             entry["request"] = request
             write(entry)
             if len(samples) < SAMPLES:
                 samples.append({"row": item.row, "recipient": item.recipient, "request": request})
             if digest:
                 digest.add(item)
-        else:
-            write(line(item.row, item.recipient, "skipped", reason=item.reason))
+    finally:
+        reader.close()
     if digest:
         digest.close()
-    planned = writer.tally.counts["planned"]
+    planned = writer.tally.counts[Status.PLANNED]
     rate = campaign.bot.rate_limit
     summary = writer.finish(
         {
@@ -76,6 +106,7 @@ def plan(
             "mode": "plan",
             "sandbox": sandbox,
             "limit": limit,
+            "state": str(location),
             "duration_s": round(time.perf_counter() - started, 3),
             "rate_limit": rate,
             "estimated_duration_s": round(planned / rate, 1),
@@ -92,15 +123,18 @@ def text(result: PlanResult) -> str:
     c, s = result.campaign, result.summary
     counts = s["counts"]
     lines = [
-        f"Plan for {c.name} ({c.bot.api}, bot {c.bot.id}, {c.bot.rate_limit} requests/s)"
+        f"Plan for {c.name} ({c.bot.api}, {c.bot.rate_limit} requests/s)"
         + (" [sandbox]" if s["sandbox"] else ""),
         "",
         f"  rows read      {s['rows']}" + (f" (first {s['limit']} only)" if s["limit"] else ""),
         f"  to send        {counts['planned']}",
-        f"  skipped        {counts['skipped']}",
     ]
-    for reason, n in s["skipped_by_reason"].items():
-        lines.append(f"    {n:>6}  {reason}")
+    for status in ("failed", "uncertain", "invalid", "skipped"):
+        if counts[status] or status == "skipped":
+            lines.append(f"  {status:<14} {counts[status]}")
+        reasons = s.get(f"{status}_by_reason") or {}
+        for reason, n in reasons.items():
+            lines.append(f"    {n:>6}  {inert.terminal(reason)}")
     lines.append(
         f"  estimated duration  {_duration(s['estimated_duration_s'])} at "
         f"{c.bot.rate_limit} requests/s"
@@ -109,17 +143,20 @@ def text(result: PlanResult) -> str:
         lines += ["", f"First {len(result.samples)} requests (token masked):"]
         for sample in result.samples:
             request = sample["request"]
-            lines.append(f"  row {sample['row']} -> {sample['recipient']}")
-            lines.append(f"    {request['method']} {request['url']}")
+            lines.append(f"  row {sample['row']} -> {inert.terminal(sample['recipient'])}")
+            lines.append(f"    {request['method']} {_short(request['url'])}")
             if request["body"] is not None:
-                import orjson
-
-                lines.append(f"    {orjson.dumps(request['body']).decode()}")
-    lines += ["", f"Report: {s['report']}"]
+                lines.append(f"    {_short(orjson.dumps(request['body']).decode())}")
+    lines += ["", f"State: {s['state']}", f"Report: {s['report']}"]
     if s.get("plan_file"):
         lines.append(f"Plan file: {s['plan_file']}")
     lines.append("Dry run: nothing was sent.")
     return "\n".join(lines)
+
+
+def _short(text: str) -> str:
+    text = inert.terminal(text)
+    return text if len(text) <= _SHOWN * 4 else text[: _SHOWN * 4] + "…"
 
 
 def _duration(seconds: float) -> str:

@@ -9,31 +9,32 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import lock, pacing, pipeline, plandigest, state
+from runner import pacing, pipeline, plandigest, state
 from runner.commands.plan import PlanResult, plan
-from runner.engine import Engine, Job
+from runner.engine import Engine, Job, JobRun
 from runner.errors import InvalidCampaign, UsageError
 from runner.mockserver import MockOptions, MockServer
 from runner.model import Campaign, Endpoint, api_base
 from runner.progress import Progress
 from runner.report import ReportWriter, default_folder, run_id
 from runner.secrets import Masker
+from runner.state import Location, RunState
+from runner.status import Status
 
 SANDBOX_TOKEN = "sandbox-token"
 _LISTED = 10  # recipients not delivered listed after a run (`campaign status` lists all)
 SANDBOX_NOTE = "Sandbox: requests went to a local mock server; nothing was sent for real."
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
     report: Path | None = None
-    state: Path | None = None
+    state: str | None = None
     dry_run: bool = False
     sandbox: bool = False
     plan: Path | None = None
@@ -71,6 +72,7 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
                 c.path,
                 report_dir=_report_dir(options.report, c, len(loaded)),
                 sandbox=options.sandbox,
+                state=options.state,
             )
             for c in loaded
         ]
@@ -113,6 +115,10 @@ def _report_dir(given: Path | None, campaign: Campaign, count: int) -> Path | No
     return given if count == 1 else given / campaign.name
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 async def _run(
     loaded: list[Campaign], endpoints: list[Endpoint] | None, options: RunOptions
 ) -> RunResult:
@@ -123,10 +129,7 @@ async def _run(
         )
         base = await mock.start()
         if not options.quiet:
-            print(
-                f"SANDBOX: sending to a local mock server at {base}; nothing is sent for real.",
-                file=sys.stderr,
-            )
+            _say(f"SANDBOX: sending to a local mock server at {base}; nothing is sent for real.")
         endpoints = [
             pipeline.endpoint(
                 c,
@@ -137,54 +140,101 @@ async def _run(
             for c in loaded
         ]
     try:
-        with ExitStack() as locks:
-            return await _broadcast(loaded, endpoints, options, locks)
+        return await _broadcast(loaded, endpoints, options)
     finally:
         if mock is not None:
             await mock.stop()
 
 
 async def _broadcast(
-    loaded: list[Campaign], endpoints: list[Endpoint], options: RunOptions, locks: ExitStack
+    loaded: list[Campaign], endpoints: list[Endpoint], options: RunOptions
 ) -> RunResult:
     rid = run_id()
-    masker = Masker(e.token for e in endpoints)
-    pacers = pacing.shared(
-        [((e.base_url, e.bot_id), c.bot.rate_limit) for c, e in zip(loaded, endpoints, strict=True)]
-    )
-    jobs: list[Job] = []
-    kind = "sandbox" if options.sandbox else "run"
-    for c, target, pacer in zip(loaded, endpoints, pacers, strict=True):
-        state_path = state.path_for(options.state, c.name, options.sandbox)
-        locks.enter_context(lock.campaign_lock(state_path, c.name))
-        items = pipeline.prepare(c, target)
-        first = next(items, None)  # an unreadable audience fails here, before any request
-        stream = items if first is None else itertools.chain([first], items)
-        jobs.append(
-            Job(
-                campaign=c,
-                items=stream,
-                report=ReportWriter(
-                    _report_dir(options.report, c, len(loaded)) or default_folder(c.name, kind)
-                ),
-                state=state.CampaignState(state_path, c.name, rid),
-                pacer=pacer,
-                masker=masker,
-                retry_failed=options.retry_failed,
-                resend_uncertain=options.resend_uncertain,
+    locations = [state.locate(options.state, c.path, c.name, options.sandbox) for c in loaded]
+    secrets = [e.token for e in endpoints] + [p for p in (loc.password for loc in locations) if p]
+    masker = Masker(secrets)
+    bots = [(e.base_url, e.bot_id) for e in endpoints]
+    pacers = pacing.shared([(bot, c.bot.rate_limit) for c, bot in zip(loaded, bots, strict=True)])
+    states = _States()
+    try:
+        jobs = []
+        for c, target, pacer, location in zip(loaded, endpoints, pacers, locations, strict=True):
+            run_state = await states.open(location, c.name, rid, masker)
+            _say(f"{c.name}: state {location}")
+            items = pipeline.prepare(c, target)
+            first = next(items, None)  # an unreadable audience fails here, before any request
+            stream = items if first is None else itertools.chain([first], items)
+            kind = "sandbox" if options.sandbox else "run"
+            folder = _report_dir(options.report, c, len(loaded)) or default_folder(
+                state.repository_root(c.path), c.name, kind
             )
-        )
-    engine = Engine(jobs)
-    started = time.monotonic()
-    await _drive(engine, jobs, options.quiet)
-    results = []
-    for job in jobs:
-        job.state.close()
-        results.append(_finish(job, rid, time.monotonic() - started, options.sandbox))
+            jobs.append(
+                Job(
+                    campaign=c,
+                    items=stream,
+                    report=ReportWriter(folder),
+                    state=run_state,
+                    pacer=pacer,
+                    masker=masker,
+                    retry_failed=options.retry_failed,
+                    resend_uncertain=options.resend_uncertain,
+                )
+            )
+        await states.lease_bots(list(zip(locations, bots, strict=True)), _say)
+        engine = Engine(jobs)
+        started = time.monotonic()
+        await _drive(engine, options.quiet)
+    finally:
+        await states.close()
+    results = [
+        await _finish(run, location, rid, time.monotonic() - started, options.sandbox)
+        for run, location in zip(engine.runs, locations, strict=True)
+    ]
     return RunResult(results, _overall([r.summary["exit_code"] for r in results]), options.sandbox)
 
 
-async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> None:
+class _States:
+    """The run states of one run, opened and closed together; one connection per database."""
+
+    def __init__(self) -> None:
+        self.opened: list[RunState] = []
+        self._sessions: dict[str, Any] = {}
+
+    async def open(self, location: Location, name: str, rid: str, masker: Masker) -> RunState:
+        opened: RunState
+        if location.url is None:
+            from runner.state.sqlite import SqliteRunState
+
+            assert location.path is not None
+            opened = SqliteRunState(location.path, name, rid)
+        else:
+            from runner.state import postgres
+
+            session = self._sessions.get(location.url)
+            if session is None:
+                session = await postgres.Session.connect(location, masker)
+                self._sessions[location.url] = session
+            opened = await session.open_run(name, rid)
+        self.opened.append(opened)
+        return opened
+
+    async def lease_bots(
+        self, bots: list[tuple[Location, tuple[str, str]]], say: Callable[[str], None]
+    ) -> None:
+        """Processes sharing a PostgreSQL state take turns with a bot (see postgres.py)."""
+        for location, bot in dict.fromkeys(bots):
+            session = self._sessions.get(location.url or "")
+            if session is not None:
+                await session.lease_bot(bot, say)
+
+    async def close(self) -> None:
+        for opened in self.opened:
+            await opened.close()
+        for session in self._sessions.values():
+            await session.close()
+
+
+async def _drive(engine: Engine, quiet: bool) -> None:
     """Run the engine with progress and signal handling (a second signal stops at once)."""
     loop = asyncio.get_running_loop()
     main = asyncio.ensure_future(engine.run())
@@ -194,11 +244,9 @@ async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> None:
         nonlocal signals
         signals += 1
         if signals == 1:
-            print(
+            _say(
                 "\nstopping: no new requests; finishing those in flight "
-                "(press Ctrl-C again to stop at once)",
-                file=sys.stderr,
-                flush=True,
+                "(press Ctrl-C again to stop at once)"
             )
             engine.interrupt()
         else:
@@ -209,14 +257,12 @@ async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> None:
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-    progress = asyncio.ensure_future(Progress(jobs, quiet=quiet).run())
+    progress = asyncio.ensure_future(Progress(engine.runs, quiet=quiet).run())
     try:
         await main
     except asyncio.CancelledError:
         if signals < 2:
             raise
-        for job in jobs:
-            job.interrupted = True
     finally:
         progress.cancel()
         await asyncio.gather(progress, return_exceptions=True)
@@ -225,23 +271,26 @@ async def _drive(engine: Engine, jobs: list[Job], quiet: bool) -> None:
                 loop.remove_signal_handler(sig)
 
 
-def _finish(job: Job, rid: str, duration: float, sandbox: bool) -> CampaignResult:
+async def _finish(
+    run: JobRun, location: Location, rid: str, duration: float, sandbox: bool
+) -> CampaignResult:
+    job = run.job
     c = job.campaign
+    if run.interrupted or run.aborted:
+        job.report.not_reached(_rest(job))
     counts = job.report.tally.counts
-    if job.interrupted:
+    if run.interrupted:
         code = 130
-    elif job.aborted:
+    elif run.aborted:
         code = 3
-    elif counts.get("failed") or counts.get("uncertain"):
+    elif counts.get(Status.FAILED) or counts.get(Status.UNCERTAIN) or counts.get(Status.UNSENT):
         code = 1
     else:
         code = 0
-    span = (job.last_start or 0) - (job.first_start or 0)
-    requests = job.report.tally.requests
     note = SANDBOX_NOTE if sandbox else None
-    if job.aborted:
-        note = f"Aborted: {job.aborted}"
-    elif job.interrupted:
+    if run.aborted:
+        note = f"Aborted: {run.aborted}"
+    elif run.interrupted:
         note = "Interrupted: rows not reached were not sent; run again to continue."
     summary = job.report.finish(
         {
@@ -250,21 +299,25 @@ def _finish(job: Job, rid: str, duration: float, sandbox: bool) -> CampaignResul
             "mode": "sandbox" if sandbox else "run",
             "sandbox": sandbox,
             "run_id": rid,
-            "state": str(job.state.path),
+            "state": str(location),
             "duration_s": round(duration, 3),
-            "requests_per_s": round(requests / span, 2) if span > 0 and requests > 1 else None,
             "rate_limit": c.bot.rate_limit,
-            "aborted": job.aborted,
-            "interrupted": job.interrupted,
+            "aborted": run.aborted,
+            "interrupted": run.interrupted,
             "exit_code": code,
             "note": note,
         },
         title=f"{'Sandbox run' if sandbox else 'Run'}: {c.name}",
     )
-    report = state.status_report(job.state.path, c.name, limit=_LISTED)
+    report = await state.read_status(location, c.name, limit=_LISTED)
     counts = report["counts"]
-    missing = counts["failed"] + counts["uncertain"] + counts["sending"]
+    missing = sum(counts[s] for s in ("failed", "unsent", "uncertain", "sending"))
     return CampaignResult(c, summary, report["not_delivered"], missing)
+
+
+def _rest(job: Job) -> int:
+    """Rows of the audience a stopped run never read (read now, without rendering them)."""
+    return sum(1 for _ in job.items)
 
 
 def _overall(codes: list[int]) -> int:
@@ -275,27 +328,37 @@ def _overall(codes: list[int]) -> int:
 
 
 def text(result: RunResult) -> str:
+    from runner.inert import terminal
+
     lines = []
     for r in result.results:
         s = r.summary
         n = s["counts"]
         rate = f", {s['requests_per_s']} requests/s" if s.get("requests_per_s") else ""
         lines.append(
-            f"{r.campaign.name}: {n['sent']} sent, {n['failed']} failed, "
-            f"{n['skipped']} skipped, {n['uncertain']} uncertain "
+            f"{r.campaign.name}: {n['sent']} sent, {n['failed']} failed, {n['unsent']} unsent, "
+            f"{n['uncertain']} uncertain, {n['invalid']} invalid, {n['skipped']} skipped "
             f"in {s['duration_s']} s{rate}"
         )
         if s["skipped_by_reason"]:
-            reasons = ", ".join(f"{v} {k}" for k, v in s["skipped_by_reason"].items())
+            reasons = ", ".join(f"{v} {terminal(k)}" for k, v in s["skipped_by_reason"].items())
             lines.append(f"  skipped: {reasons}")
         for entry in r.not_delivered:
             detail = entry["result"] or entry["error"] or ""  # the API's own words first
-            lines.append(f"  {entry['status']}: row {entry['row']} {entry['recipient']} {detail}")
+            lines.append(
+                f"  {entry['status']}: row {entry['row']} {terminal(str(entry['recipient']))} "
+                f"{terminal(detail)}"
+            )
         if r.not_delivered_count > len(r.not_delivered):
             more = r.not_delivered_count - len(r.not_delivered)
             lines.append(f"  ... {more} more: campaign status {r.campaign.path}")
+        if s.get("not_reached"):
+            lines.append(f"  {s['not_reached']} rows not reached: run again to continue")
         if s.get("aborted"):
-            lines.append(f"  ABORTED: {s['aborted']}")
+            lines.append(f"  ABORTED: {terminal(s['aborted'])}")
+        if n["unsent"] and not s.get("aborted"):
+            lines.append("  unsent recipients are sent by the next run")
+        lines.append(f"  state: {s['state']}")
         lines.append(f"  report: {s['report']}")
     if result.sandbox:
         lines.append(SANDBOX_NOTE)

@@ -3,7 +3,8 @@
 One JSON array a line: ``[RUN, run_id]`` first, then ``[CLAIM, recipient, row, t]`` and
 ``[OUTCOME, recipient, status, attempts, http_status, result, error, t]``. Appending is one
 system call for a whole batch, and what ``write()`` has taken survives the process being
-killed. `runner.state` folds a journal into SQLite when its run ends, or after a crash.
+killed. The SQLite backend folds a journal into its database when its run ends, or after a
+crash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 
 import orjson
 
+from runner.errors import StateError
+
 RUN, CLAIM, OUTCOME = 0, 1, 2
+_SHAPES = {RUN: 2, CLAIM: 4, OUTCOME: 8}
 
 
 def path_for(state: Path, campaign: str) -> Path:
@@ -23,16 +27,30 @@ def path_for(state: Path, campaign: str) -> Path:
 
 
 def records(journal: Path) -> Iterator[list[Any]]:
-    """The journal's records; a torn last line (the process died mid-write) ends it."""
+    """The journal's records. A torn last line (the process died mid-write) ends it; a bad
+    line anywhere else is damage, and raises `StateError` rather than lose what follows."""
     with journal.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
             try:
                 record = orjson.loads(line)
+                valid = (
+                    isinstance(record, list)
+                    and bool(record)
+                    and _SHAPES.get(record[0]) == len(record)
+                )
             except orjson.JSONDecodeError:
-                return
-            if not isinstance(record, list) or not record:
-                return
-            yield record
+                valid = False
+            if valid:
+                yield record
+            elif line.endswith(b"\n") or handle.read(1):
+                raise StateError(
+                    f"{journal}: the journal is damaged at line {number}; it was kept, and "
+                    "nothing was sent. It records who was being sent when a run stopped: "
+                    "restore it from a backup, or move it aside to accept that recipients "
+                    "it names after that line may be sent again"
+                )
+            else:
+                return  # torn while written: that claim's request never left
 
 
 class Writer:

@@ -1,0 +1,64 @@
+"""One run per campaign at a time, per state file.
+
+An OS file lock is released by the kernel when its process dies, however it dies, so a lock
+left by a killed run never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import IO
+
+from runner.errors import LockHeld
+
+
+class CampaignLock:
+    """The lock of ``campaign`` in the state file at ``path``; `acquire` never waits."""
+
+    def __init__(self, path: Path, campaign: str) -> None:
+        self.path = path.with_name(f"{path.name}.{campaign}.lock")
+        self._state = path
+        self._campaign = campaign
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            _lock_exclusive(handle.fileno())
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockHeld(
+                f"campaign {self._campaign} is already running ({holder}) with state "
+                f"{self._state}; wait for that run to finish: nothing was sent"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"host {socket.gethostname()} pid {os.getpid()} "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _lock_exclusive(fd: int) -> None:
+    """Take the file lock without waiting; OSError when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

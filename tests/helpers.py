@@ -1,0 +1,85 @@
+"""Helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from runner.mockserver import MockOptions, MockServer
+
+
+def customers_csv(n: int, start: int = 1) -> str:
+    lines = ["id,first_name"]
+    lines += [f"{i},Name{i}" for i in range(start, start + n)]
+    return "\n".join(lines) + "\n"
+
+
+class ThreadedMock:
+    """The mock server on a loop of its own, for tests that drive the synchronous CLI."""
+
+    def __init__(self, options: MockOptions) -> None:
+        self.server = MockServer(options)
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.url = self.loop.run_until_complete(self.server.start())
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    @property
+    def arrivals(self) -> list[Any]:
+        return self.server.arrivals
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def results(report_dir: Path) -> list[dict[str, Any]]:
+    lines = (report_dir / "results.jsonl").read_text().splitlines()
+    return sorted((json.loads(line) for line in lines), key=lambda r: r["row"])
+
+
+def summary(report_dir: Path) -> dict[str, Any]:
+    return json.loads((report_dir / "summary.json").read_text())
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def open_run(location: Any, campaign: str, run_id: str) -> Any:
+    """A run state of either backend, as `campaign run` opens one (PostgreSQL: with a session
+    of its own, closed with it)."""
+    from runner.secrets import Masker
+    from runner.state import postgres
+    from runner.state.sqlite import SqliteRunState
+
+    if location.url is None:
+        return SqliteRunState(location.path, campaign, run_id)
+    session = await postgres.Session.connect(location, Masker())
+    try:
+        opened = await session.open_run(campaign, run_id)
+    except BaseException:
+        await session.close()
+        raise
+    original = opened.close
+
+    async def close() -> None:
+        await original()
+        await session.close()
+
+    opened.close = close
+    opened.abandon = session.abandon
+    return opened
