@@ -249,6 +249,9 @@ class Engine:
         report = job.report
         while True:
             slot = pacer.try_acquire() or await pacer.acquire()
+            if run.stopping:  # stopped while waiting for the pacer: this one never left
+                pacer.never_sent(slot)
+                return Attempt(Kind.RETRY, error="the run stopped before it was sent"), attempts
             attempts += 1
             started = time.monotonic()
             if run.first_start is None:

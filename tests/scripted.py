@@ -16,6 +16,10 @@ class ScriptedAPI:
 
     ok | blocked (success false) | bad (400) | busy (503) | limited (429, Retry-After: 1)
     | slow (no answer in time) | drop (connection closed after reading) | auth (401) | html
+
+    Hostile ones: gateway (a proxy's 504 after the API acted) | notfound (a plain-text 404
+    from a wrong host) | drip (one byte every 0.2 s) | endless (an answer without end, cut
+    after 20 MB) | far (429 with Retry-After: 999999) | later (503 with Retry-After: 30)
     """
 
     scripts: dict[str, list[str]] = field(default_factory=dict)
@@ -56,6 +60,26 @@ class ScriptedAPI:
         if behaviour == "slow":
             await asyncio.sleep(self.slow_seconds)
             return web.json_response({"success": True})
+        if behaviour == "gateway":
+            return web.Response(status=504, text="Gateway Timeout")
+        if behaviour == "notfound":
+            return web.Response(status=404, text="404 page not found")
+        if behaviour == "far":
+            return web.json_response(
+                {"success": False}, status=429, headers={"Retry-After": "999999"}
+            )
+        if behaviour == "later":
+            return web.json_response({"success": False}, status=503, headers={"Retry-After": "30"})
+        if behaviour in ("drip", "endless"):
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            for _ in range(100 if behaviour == "drip" else 320):  # bounded: it stops by itself
+                if behaviour == "drip":
+                    await response.write(b" ")
+                    await asyncio.sleep(0.2)
+                else:
+                    await response.write(b"x" * 65536)
+            return response
         if behaviour == "drop":
             assert request.transport is not None
             request.transport.abort()

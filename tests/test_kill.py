@@ -79,12 +79,15 @@ def test_sigint_finishes_what_is_in_flight_and_exits_130(
     first = start(path, "r1")
     wait_for_arrivals(server, 60)
     first.send_signal(signal.SIGINT)
-    _, stderr = first.communicate(timeout=30)
+    stdout, stderr = first.communicate(timeout=30)
     assert first.returncode == 130, stderr
     assert "stopping: no new requests; finishing those in flight" in stderr
     summary = json.loads(Path("r1/summary.json").read_text())
     assert summary["interrupted"] is True and summary["exit_code"] == 130
     assert summary["counts"]["uncertain"] == 0
+    # Every row is accounted for: reported, or said to be not reached.
+    assert summary["rows"] + summary["not_reached"] == ROWS
+    assert f"  {summary['not_reached']} rows not reached: run again to continue" in stdout
     sent_first = {r["recipient"] for r in results(Path("r1")) if r["status"] == "sent"}
     assert sent_first and len(sent_first) < ROWS
     second = subprocess.run(

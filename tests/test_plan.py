@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import Result
 
-from tests.helpers import results, summary
+from tests.helpers import ThreadedMock, results, summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -172,3 +172,27 @@ def test_a_report_folder_that_cannot_be_written_is_a_clear_error(
     result = invoke("plan", "c.yaml", "--out", "taken/plan.json")
     assert result.exit_code == 2
     assert result.output.startswith("taken/plan.json: cannot write the plan here: ")
+
+
+def test_plan_reads_the_state_so_its_counts_are_what_a_run_would_send(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock(fail_rate=1.0, seed=3)  # a mix of refusals (failed) and 503s (unsent)
+    path = v1_campaign(server.url, rows=6, retries=0, concurrency=1)
+    assert invoke("run", path, "--report", "r", "--quiet").exit_code == 1
+    earlier = {r["row"]: r["status"] for r in results(Path("r"))}
+    unsent = sum(1 for s in earlier.values() if s == "unsent")
+    failed = sum(1 for s in earlier.values() if s == "failed")
+    preview = invoke("plan", path, "--report", "p")
+    assert preview.exit_code == 0
+    assert f"  to send        {unsent}" in preview.output.splitlines()
+    assert f"  failed         {failed}" in preview.output.splitlines()
+    assert summary(Path("p"))["counts"]["planned"] == unsent
+    working = mock()
+    path.write_text(path.read_text().replace(server.url, working.url))
+    assert invoke("run", path, "--report", "r2", "--quiet", "--retry-failed").exit_code == 0
+    after = invoke("plan", path, "--report", "p2")
+    assert "  to send        0" in after.output.splitlines()
+    assert "         6  already sent" in after.output.splitlines()
