@@ -215,6 +215,39 @@ def status(path: Path, state_given: str | None, sandbox: bool, output: str) -> i
     return 0
 
 
+@cli.group("state")
+def state_group() -> None:
+    """Work with run states (SQLite files and PostgreSQL databases)."""
+
+
+@state_group.command("copy")
+@click.argument("source", metavar="SRC")
+@click.argument("target", metavar="DST")
+def state_copy(source: str, target: str) -> int:
+    """Copy every campaign's state from SRC to DST (a SQLite file or a postgresql:// URL).
+
+    Runs of the campaigns must not be going on; a DST that already holds one of them is
+    refused. Nobody is resent after moving: the copy holds who was sent, failed, or is
+    uncertain, exactly as the source did.
+    """
+    import asyncio
+
+    from runner.state import Location, is_url
+    from runner.state.copy import copy
+
+    def location(text: str) -> Location:
+        return Location(url=text) if is_url(text) else Location(path=Path(text))
+
+    src, dst = location(source), location(target)
+    copied = asyncio.run(copy(src, dst))
+    for campaign, n in copied.items():
+        click.echo(f"{campaign}: {n} recipients copied")
+    click.echo(
+        f"copied {len(copied)} campaign{'s' if len(copied) != 1 else ''} from {src} to {dst}"
+    )
+    return 0
+
+
 @cli.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535))

@@ -25,6 +25,7 @@ import aiohttp
 from yarl import URL
 
 from runner import outcome
+from runner.errors import StateLost
 from runner.model import Campaign
 from runner.outcome import Attempt, Kind
 from runner.pacing import Pacer
@@ -217,7 +218,21 @@ class Engine:
                 await asyncio.sleep(0)
             else:
                 assert type(item) is Prepared
-                await claim(item.recipient, item.row)
+                try:
+                    await claim(item.recipient, item.row)
+                except StateLost as lost:
+                    # Nothing can be claimed, so nothing more is sent; this one never left.
+                    run.abort(str(lost))
+                    job.report.write(
+                        line(
+                            item.row,
+                            item.recipient,
+                            Status.UNSENT,
+                            error="not sent: the state could not record its claim",
+                        ),
+                        record=item.record,
+                    )
+                    return
                 try:
                     attempt, attempts = await self._deliver(run, session, item)
                 except asyncio.CancelledError:

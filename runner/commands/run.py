@@ -17,7 +17,7 @@ from runner import campaign as campaigns
 from runner import pacing, pipeline, plandigest, state
 from runner.commands.plan import PlanResult, plan
 from runner.engine import Engine, Job, JobRun
-from runner.errors import InvalidCampaign, UsageError
+from runner.errors import CampaignError, InvalidCampaign, UsageError
 from runner.mockserver import MockOptions, MockServer
 from runner.model import Campaign, Endpoint, api_base
 from runner.progress import Progress
@@ -309,7 +309,10 @@ async def _finish(
         },
         title=f"{'Sandbox run' if sandbox else 'Run'}: {c.name}",
     )
-    report = await state.read_status(location, c.name, limit=_LISTED)
+    try:
+        report = await state.read_status(location, c.name, limit=_LISTED)
+    except CampaignError:  # the state went away: the report says what this run knows
+        return CampaignResult(c, summary)
     counts = report["counts"]
     missing = sum(counts[s] for s in ("failed", "unsent", "uncertain", "sending"))
     return CampaignResult(c, summary, report["not_delivered"], missing)

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from runner import pacing
 from runner.errors import LockHeld, StateError, StateLost
 from runner.secrets import Masker
 from runner.state import IN_FLIGHT_AT_STOP, Location, Prior
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS campaign_runner_recipients (
     updated_at  double precision NOT NULL,
     PRIMARY KEY (campaign, recipient)
 );
+CREATE TABLE IF NOT EXISTS campaign_runner_bots (
+    bot      bigint PRIMARY KEY,
+    acquired double precision NOT NULL,
+    released double precision
+);
 CREATE TABLE IF NOT EXISTS campaign_runner_locks (
     campaign text PRIMARY KEY,
     host     text NOT NULL,
@@ -60,26 +66,47 @@ CREATE TABLE IF NOT EXISTS campaign_runner_locks (
     since    timestamptz NOT NULL DEFAULT now()
 );
 """
-_CLAIMS = """
-INSERT INTO campaign_runner_recipients
-    (campaign, recipient, row, status, run_id, first_at, updated_at)
-SELECT $1, u.recipient, u.row, 'sending', $2, u.at, u.at
-FROM unnest($3::text[], $4::bigint[], $5::float8[]) AS u(recipient, row, at)
-ON CONFLICT (campaign, recipient) DO UPDATE SET
-    status = 'sending', row = excluded.row, run_id = excluded.run_id,
-    updated_at = excluded.updated_at
-"""
-_OUTCOMES = """
-UPDATE campaign_runner_recipients AS r SET
-    status = u.status, attempts = r.attempts + u.attempts, http_status = u.http_status,
-    result = u.result, error = u.error, updated_at = u.at
-FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], $8::float8[])
-    AS u(recipient, status, attempts, http_status, result, error, at)
-WHERE r.campaign = $1 AND r.recipient = u.recipient
+# Outcomes and claims of one batch in one statement: atomic, so a crash can never keep new
+# claims while losing the outcomes queued before them (which would leave more than
+# ``concurrency`` recipients uncertain), and one round trip. A recipient's claim and its
+# outcome are never in the same batch: the outcome is recorded after the claim committed.
+_BATCH = """
+WITH outcomes AS (
+    UPDATE campaign_runner_recipients AS r SET
+        status = u.status, attempts = r.attempts + u.attempts, http_status = u.http_status,
+        result = u.result, error = u.error, updated_at = u.at
+    FROM unnest($6::text[], $7::text[], $8::int[], $9::int[], $10::text[], $11::text[],
+                $12::float8[]) AS u(recipient, status, attempts, http_status, result, error, at)
+    WHERE r.campaign = $1 AND r.recipient = u.recipient
+    RETURNING 1
+), claims AS (
+    INSERT INTO campaign_runner_recipients
+        (campaign, recipient, row, status, run_id, first_at, updated_at)
+    SELECT $1, c.recipient, c.row, 'sending', $2, c.at, c.at
+    FROM unnest($3::text[], $4::bigint[], $5::float8[]) AS c(recipient, row, at)
+    ON CONFLICT (campaign, recipient) DO UPDATE SET
+        status = 'sending', row = excluded.row, run_id = excluded.run_id,
+        updated_at = excluded.updated_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM outcomes) AS outcomes, (SELECT count(*) FROM claims) AS claims
 """
 _ROWS = """
 SELECT recipient, row, status, attempts, http_status, result, error, updated_at
 FROM campaign_runner_recipients WHERE campaign = $1
+"""
+_NOW = "extract(epoch from clock_timestamp())"
+# How long a new holder of a bot's lease waits: what is left of a pacing window since the last
+# holder let go (all of it when the last holder died without letting go), so that its last
+# requests and the new holder's first never share one of the API's seconds.
+_HANDOVER = f"""
+SELECT CASE WHEN released IS NULL OR released < acquired THEN $2
+            ELSE greatest(0, $2 - ({_NOW} - released)) END AS wait
+FROM campaign_runner_bots WHERE bot = $1
+"""
+_ACQUIRED = f"""
+INSERT INTO campaign_runner_bots (bot, acquired) VALUES ($1, {_NOW})
+ON CONFLICT (bot) DO UPDATE SET acquired = excluded.acquired
 """
 _DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -128,6 +155,7 @@ class Session:
         self._masker = masker
         self._lock = asyncio.Lock()  # one statement at a time on the connection
         self.lost: StateLost | None = None
+        self._leases: list[int] = []
         self._heartbeat = asyncio.ensure_future(self._beat())
 
     @classmethod
@@ -141,7 +169,7 @@ class Session:
         try:
             async with self._lock:
                 return await self._connection.fetch(query, *args)
-        except _DB_ERRORS as exc:
+        except Exception as exc:  # whatever the driver raises, the state is gone for this run
             self.lost = StateLost(
                 f"{self.location}: the state database stopped answering "
                 f"({self._masker(_describe(exc))}); stopped sending so that nobody is sent "
@@ -158,7 +186,20 @@ class Session:
             except (StateLost, TimeoutError):
                 return
 
-    async def open_run(self, campaign: str, run_id: str) -> PgRunState:
+    async def insert(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Bulk-load ``rows`` in one transaction (COPY): for `state copy`."""
+        if self.lost is not None:
+            raise self.lost
+        try:
+            async with self._lock, self._connection.transaction():
+                await self._connection.copy_records_to_table(table, records=rows, columns=columns)
+        except _DB_ERRORS as exc:
+            raise StateError(f"{self.location}: {self._masker(_describe(exc))}") from None
+
+    async def hold(self, campaign: str) -> None:
+        """Take the campaign's lock for this session, or raise `LockHeld` saying who has it."""
         key = _key("campaign", campaign)
         taken = await self.execute("SELECT pg_try_advisory_lock($1) AS taken", key)
         if not taken[0]["taken"]:
@@ -176,6 +217,9 @@ class Session:
                 f"campaign {campaign} is already running ({who}) with state {self.location}; "
                 "wait for that run to finish: nothing was sent"
             )
+
+    async def open_run(self, campaign: str, run_id: str) -> PgRunState:
+        await self.hold(campaign)
         await self.execute(
             "INSERT INTO campaign_runner_locks (campaign, host, pid) VALUES ($1, $2, $3) "
             "ON CONFLICT (campaign) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
@@ -201,6 +245,11 @@ class Session:
         while True:
             taken = await self.execute("SELECT pg_try_advisory_lock($1) AS taken", key)
             if taken[0]["taken"]:
+                self._leases.append(key)
+                wait = await self.execute(_HANDOVER, key, pacing.WINDOW)
+                await self.execute(_ACQUIRED, key)
+                if wait and wait[0]["wait"] > 0:
+                    await asyncio.sleep(wait[0]["wait"])
                 return
             if not said:
                 say(
@@ -221,6 +270,12 @@ class Session:
         self._connection.terminate()
 
     async def close(self) -> None:
+        """Close the connection; the server releases every lock it held."""
+        for key in self._leases:
+            with contextlib.suppress(StateLost):
+                await self.execute(
+                    f"UPDATE campaign_runner_bots SET released = {_NOW} WHERE bot = $1", key
+                )
         self._heartbeat.cancel()
         await asyncio.gather(self._heartbeat, return_exceptions=True)
         try:
@@ -278,14 +333,13 @@ class PgRunState:
             claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
             self._claims, self._waiters, self._outcomes = [], [], []
             try:
-                if claims:
-                    await self._session.execute(
-                        _CLAIMS, self.campaign, self._run_id, *map(list, zip(*claims, strict=True))
-                    )
-                if outcomes:
-                    await self._session.execute(
-                        _OUTCOMES, self.campaign, *map(list, zip(*outcomes, strict=True))
-                    )
+                await self._session.execute(
+                    _BATCH,
+                    self.campaign,
+                    self._run_id,
+                    *_columns(claims, 3),
+                    *_columns(outcomes, 7),
+                )
             except StateLost as lost:
                 for waiter in waiters + self._waiters:
                     if not waiter.done():
@@ -304,6 +358,11 @@ class PgRunState:
         self._priors.close()
         with contextlib.suppress(StateLost):  # else the server released the locks already
             await self._session.release(self.campaign)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 async def _read_rows(location: Location, campaign: str) -> list[tuple[Any, ...]]:

@@ -1,0 +1,251 @@
+"""Never twice across folders, runners and machines: the state from the command line, with
+the default SQLite file and with PostgreSQL, counted at the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from click.testing import Result
+
+from runner.pacing import busiest_window
+from tests.helpers import ThreadedMock, results, summary
+
+
+def campaign_run(*args: str | Path, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", *map(str, args), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+
+
+def wait_for(server: ThreadedMock, count: int, limit: float = 20) -> None:
+    deadline = time.monotonic() + limit
+    while len(server.arrivals) < count:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+
+
+def delivered(server: ThreadedMock) -> Counter[str]:
+    return Counter(a.recipient for a in server.arrivals if a.status == 200)
+
+
+def test_the_same_campaign_from_any_folder_uses_the_same_state(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    made = v1_campaign(server.url, rows=5)
+    (repo / "campaigns").mkdir()
+    path = repo / "campaigns" / "sale.yaml"
+    path.write_text(made.read_text())
+    (repo / "campaigns" / "customers.csv").write_text(made.with_name("customers.csv").read_text())
+    monkeypatch.chdir(repo)
+    assert invoke("run", "campaigns/sale.yaml", "--quiet").exit_code == 0
+    for cwd, given in [
+        (repo / "campaigns", "sale.yaml"),
+        (tmp_path, str(path)),
+        (repo / "campaigns", "../campaigns/./sale.yaml"),
+    ]:
+        monkeypatch.chdir(cwd)
+        again = invoke("run", given, "--quiet")
+        assert again.exit_code == 0, again.output
+        assert "0 sent" in again.stdout
+    assert len(server.arrivals) == 5
+    assert (repo / ".campaign-state" / "test-campaign.sqlite3").is_file()
+    assert len(list((repo / "reports" / "test-campaign").iterdir())) == 4
+
+
+def test_postgres_state_shared_by_runs_from_anywhere(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=6)
+    first = invoke("run", path, "--state", postgres_url, "--report", "r1", "--quiet")
+    assert first.exit_code == 0, first.output
+    assert f"test-campaign: state {postgres_url}" in first.stderr
+    # Another runner: a fresh folder, no local state at all, the URL from the environment.
+    for local in path.parent.glob(".campaign-state*"):
+        raise AssertionError(f"a PostgreSQL run wrote local state: {local}")
+    monkeypatch.setenv("CAMPAIGN_STATE", postgres_url)
+    again = invoke("run", path, "--report", "r2", "--quiet")
+    assert again.exit_code == 0
+    assert [r["reason"] for r in results(Path("r2"))] == ["already sent"] * 6
+    status = invoke("status", path, "--output", "json")
+    assert json.loads(status.output)["counts"]["sent"] == 6
+    assert len(server.arrivals) == 6
+
+
+def test_an_unreachable_database_sends_nothing(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=3)
+    result = invoke("run", path, "--state", "postgresql://postgres:pw-XYZ@127.0.0.1:1/x")
+    assert result.exit_code == 2
+    assert result.output.startswith("postgresql://postgres:***@127.0.0.1:1/x: cannot use the state")
+    assert "pw-XYZ" not in result.output
+    assert server.arrivals == []
+
+
+def test_sigkill_and_rerun_with_postgres_send_nobody_twice(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path], postgres_url: str
+) -> None:
+    server = mock(latency_ms=10)
+    path = v1_campaign(server.url, rows=200, rate=200, concurrency=10)
+    first = campaign_run(path, "--report", "r1", "--state", postgres_url)
+    wait_for(server, 40)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=20)
+    second = campaign_run(path, "--report", "r2", "--state", postgres_url)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 1, err  # those in flight at the kill are uncertain
+    counts = delivered(server)
+    assert set(counts.values()) == {1}  # nobody twice
+    uncertain = [r for r in results(Path("r2")) if r["status"] == "uncertain"]
+    assert 0 < len(uncertain) <= 10
+    assert len(counts) + len(uncertain) >= 200 - 0  # everyone else delivered
+    assert {str(i) for i in range(1, 201)} - set(counts) <= {r["recipient"] for r in uncertain}
+
+
+def test_a_second_run_at_once_is_refused_saying_who_holds_it(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path], postgres_url: str
+) -> None:
+    server = mock(latency_ms=50)
+    path = v1_campaign(server.url, rows=60, rate=20, concurrency=2)
+    first = campaign_run(path, "--report", "r1", "--state", postgres_url)
+    try:
+        wait_for(server, 3)
+        second = campaign_run(path, "--report", "r2", "--state", postgres_url)
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 2
+        assert (
+            f"campaign test-campaign is already running (host {os.uname().nodename} pid {first.pid} since"
+            in err
+        )
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert set(delivered(server).values()) == {1}
+
+
+def test_two_processes_on_one_bot_keep_its_limit_together(
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    server = mock()
+    first = v1_campaign(server.url, rows=40, rate=20, concurrency=10, name="first")
+    second = tmp_path / "second.yaml"
+    second.write_text(
+        first.read_text()
+        .replace("name: first", "name: second")
+        .replace('user_id: "{{ customer.id }}"', 'user_id: "b{{ customer.id }}"')
+    )
+    a = campaign_run(first, "--report", "ra", "--state", postgres_url)
+    b = campaign_run(second, "--report", "rb", "--state", postgres_url)
+    _, err_a = a.communicate(timeout=60)
+    _, err_b = b.communicate(timeout=60)
+    assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
+    assert len(server.arrivals) == 80
+    assert busiest_window([x.t for x in server.arrivals]) <= 20
+    assert "another process sharing this state is sending with the same bot" in err_a + err_b
+
+
+def test_a_lost_database_connection_stops_the_run(
+    mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path], postgres_url: str
+) -> None:
+    server = mock(latency_ms=20)
+    path = v1_campaign(server.url, rows=300, rate=50, concurrency=5)
+    run = campaign_run(path, "--report", "r", "--state", postgres_url)
+    wait_for(server, 20)
+
+    async def cut() -> None:
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(cut())
+    try:
+        stdout, err = run.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        raise AssertionError("the run did not stop after losing its database") from None
+    assert run.returncode == 3, err
+    assert "the state database stopped answering" in stdout, err
+    sent = len(server.arrivals)
+    assert sent < 300
+    time.sleep(0.5)
+    assert len(server.arrivals) == sent  # nothing more after the stop
+    assert summary(Path("r"))["aborted"].startswith(postgres_url.split("//")[0])
+    # Back again: the next run finishes, nobody twice.
+    again = campaign_run(path, "--report", "r2", "--state", postgres_url)
+    again.communicate(timeout=60)
+    assert set(delivered(server).values()) == {1}
+
+
+def test_state_copy_both_ways_resends_nobody(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    server = mock(fail_rate=0.3, seed=5)
+    path = v1_campaign(server.url, rows=20, retries=0)
+    invoke("run", path, "--report", "r1", "--quiet")
+    local = tmp_path / ".campaign-state" / "test-campaign.sqlite3"
+    before = json.loads(invoke("status", path, "--output", "json").output)["counts"]
+    copied = invoke("state", "copy", local, postgres_url)
+    assert copied.exit_code == 0, copied.output
+    assert copied.output.splitlines()[0] == "test-campaign: 20 recipients copied"
+    on_postgres = json.loads(
+        invoke("status", path, "--state", postgres_url, "--output", "json").output
+    )["counts"]
+    assert on_postgres == before
+    arrivals = len(server.arrivals)
+    invoke("run", path, "--state", postgres_url, "--report", "r2", "--quiet")
+    delivered_ones = {r["recipient"] for r in results(Path("r1")) if r["status"] == "sent"}
+    assert not delivered_ones & {a.recipient for a in server.arrivals[arrivals:]}
+    back = tmp_path / "back.sqlite3"
+    assert invoke("state", "copy", postgres_url, back).exit_code == 0
+    assert (
+        json.loads(invoke("status", path, "--state", back, "--output", "json").output)["counts"]
+        == json.loads(invoke("status", path, "--state", postgres_url, "--output", "json").output)[
+            "counts"
+        ]
+    )
+    again = invoke("state", "copy", local, postgres_url)
+    assert again.exit_code == 2
+    assert "already holds campaign test-campaign; nothing was copied" in again.output
