@@ -7,6 +7,7 @@ message on stderr and an exit code (SPEC §3). Anything else is a bug and keeps 
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,30 @@ def status(path: Path, state_given: str | None, sandbox: bool, output: str) -> i
         _json(report)
     else:
         click.echo(text(report))
+    return 0
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option(
+    "-z",
+    "--null",
+    is_flag=True,
+    help="Read and write paths separated by NUL (as git diff -z prints them), not lines.",
+)
+def affected(targets: tuple[str, ...], null: bool) -> int:
+    """Print the campaigns among TARGETS that changed paths (read from standard input) touch:
+    their own file, or their audience file.
+
+    For CI: git diff --name-only -z BASE HEAD | campaign affected -z campaigns/
+    """
+    from runner.commands.affected import affected_campaigns
+
+    separator = "\0" if null else "\n"
+    changed = sys.stdin.read().split(separator)
+    for path in affected_campaigns(changed, list(targets)):
+        click.echo(str(path), nl=False)
+        click.echo(separator, nl=False)
     return 0
 
 

@@ -6,7 +6,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from click.testing import Result
+import pytest
+from click.testing import CliRunner, Result
+
+from runner.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,3 +108,23 @@ def test_garbage_never_yields_a_traceback(invoke: Callable[..., Result], tmp_pat
         result = invoke("validate", f"g{i}.yaml")
         assert result.exit_code == 2, data
         assert "Traceback" not in result.output
+
+
+def test_affected_selects_campaigns_by_their_file_or_their_audience(
+    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(Path(__file__).resolve().parent.parent / "campaigns", "campaigns")
+    write("campaigns/odd $(touch PWNED) name.yaml", "version: 1\n")
+    changed = "campaigns/customers.csv\0campaigns/odd $(touch PWNED) name.yaml\0README.md\0"
+    runner = CliRunner()
+    with runner.isolation(input=changed) as (out, _, _):
+        code = main(["affected", "-z", "campaigns/"])
+    assert code == 0
+    assert out.getvalue().decode().split("\0") == [
+        "campaigns/odd $(touch PWNED) name.yaml",
+        "campaigns/spring-sale.yaml",  # its audience changed
+        "",
+    ]
+    assert not Path("PWNED").exists()
