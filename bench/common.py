@@ -143,3 +143,27 @@ def timed(fn: Any) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+POSTGRES = os.environ.get("CAMPAIGN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """A database of the benchmark's own on the PostgreSQL server, dropped at the end."""
+    import asyncpg
+    from yarl import URL
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES, timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name}"))
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield str(URL(POSTGRES).with_path(f"/{name}"))
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

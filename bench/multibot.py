@@ -7,14 +7,22 @@ every bot within its limit in every window (no 429), and the aggregate near B x 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
 
-from common import campaign, server_process
+from common import campaign, postgres_database, server_process
 from make_audience import write
 
 
-def measure(bots: int, rate: int, per_bot: int) -> dict[str, float]:
+def measure(bots: int, rate: int, per_bot: int, state: str) -> dict[str, float]:
+    with contextlib.ExitStack() as stack:
+        if state == "postgres":
+            state = stack.enter_context(postgres_database("campaign_runner_multibot"))
+        return _measure(bots, rate, per_bot, state)
+
+
+def _measure(bots: int, rate: int, per_bot: int, state: str) -> dict[str, float]:
     with server_process(rate=rate) as server, tempfile.TemporaryDirectory() as tmp:
         base = write(
             Path(tmp), per_bot * 10 // 9 + 1, rate=rate, base_url=server.url, concurrency=rate
@@ -31,7 +39,7 @@ def measure(bots: int, rate: int, per_bot: int) -> dict[str, float]:
             )
             files.append(str(path))
         done = campaign(
-            ["run", *files, "--quiet", "--report", "reports", "--state", "s.db"], Path(tmp)
+            ["run", *files, "--quiet", "--report", "reports", "--state", state], Path(tmp)
         )
         stats = server.stats()
         assert done.returncode in (0, 1), done.stderr + done.stdout
@@ -50,10 +58,18 @@ def main() -> None:
     parser.add_argument("--bots", type=int, default=40)
     parser.add_argument("--rate", type=int, default=25)
     parser.add_argument("--per-bot", type=int, default=250)
+    parser.add_argument(
+        "--state",
+        default="s.db",
+        help="a SQLite file (default), a postgresql:// URL, or 'postgres' for a database of "
+        "the benchmark's own on $CAMPAIGN_BENCH_POSTGRES",
+    )
     args = parser.parse_args()
-    got = measure(args.bots, args.rate, args.per_bot)
+    got = measure(args.bots, args.rate, args.per_bot, args.state)
+    backend = "PostgreSQL" if args.state.startswith("postgres") else "SQLite"
     print(
-        f"multi-bot: {got['bots']} bots x {args.rate}/s: {got['requests']} requests, aggregate "
+        f"multi-bot ({backend} state): {got['bots']} bots x {args.rate}/s: "
+        f"{got['requests']} requests, aggregate "
         f"{got['aggregate']}/s (goal ~{args.bots * args.rate}), busiest bot window "
         f"{got['worst_bot_window']} (goal <= {args.rate}), 429s {got['rejected_429']}"
     )

@@ -19,12 +19,16 @@ FULL = [
     ["throughput.py", "--requests", "20000", "--repeats", "5"],
     ["plan_scale.py", "--sizes", "50000,200000,1000000", "--repeats", "3"],
     ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250"],
+    ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250", "--state", "postgres"],
+    ["state_backends.py", "--requests", "20000", "--repeats", "3"],
 ]
 SMOKE = [
     ["pacing.py", "--requests", "30", "--rate", "20"],
     ["throughput.py", "--requests", "300", "--repeats", "1"],
     ["plan_scale.py", "--sizes", "2000,4000", "--repeats", "1"],
     ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15"],
+    ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15", "--state", "postgres"],
+    ["state_backends.py", "--requests", "300", "--repeats", "1"],
 ]
 
 

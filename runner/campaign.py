@@ -44,7 +44,9 @@ def load(path: Path) -> Campaign:
 
 
 def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign:
-    data: dict[str, Any] = doc.data
+    data: dict[str, Any] = doc.as_written(
+        ("bot", "id"), ("message", "block_id"), ("message", "attributes")
+    )
     bot = data["bot"]
     api = bot.get("api", "v1")
     audience = data["audience"]

@@ -11,7 +11,7 @@ import jinja2
 from runner import apis, render, secrets
 from runner.audience import FORMATS, format_of
 from runner.errors import Problem
-from runner.model import PUBLIC_RATE_LIMIT, Field
+from runner.model import PUBLIC_RATE_LIMIT, Field, base_url_problem
 from runner.yamlsource import Document, format_path
 from runner.yamlsource import Path as KeyPath
 
@@ -69,12 +69,18 @@ def _check_bot(bot: dict[str, Any], at: Any) -> None:
             if problem:
                 at(("bot", key), problem)
     token = bot.get("token")
-    if isinstance(token, str) and token and "$" not in token:
+    if isinstance(token, str) and token and "$" not in token:  # a bad ${...} is said above
         at(
             ("bot", "token"),
-            "a literal token will be committed to git; write ${VAR} and export VAR instead",
-            "warning",
+            "a literal token would be committed to git: write ${VAR} (e.g. ${SMAX_BOT_TOKEN}) "
+            "and export VAR when running",
         )
+    base_url = bot.get("base_url")
+    # (the schema already refuses what does not start with http:// or https://)
+    if isinstance(base_url, str) and base_url.startswith(("http://", "https://")):
+        problem = base_url_problem(base_url)
+        if problem:
+            at(("bot", "base_url"), problem)
     rate = bot.get("rate_limit")
     if isinstance(rate, int) and rate > PUBLIC_RATE_LIMIT and "base_url" not in bot:
         at(

@@ -6,23 +6,46 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from runner.errors import Problem
 from runner.yamlsource import Mark
 from runner.yamlsource import Path as KeyPath
 
-DEFAULT_BASES = {
+# bot.base_url is a scheme and host for every API; the product adds the API's own path.
+DEFAULT_HOSTS = {
     "v1": "https://api.smax.bot",
-    "v2": "https://api.smax.bot/public",
+    "v2": "https://api.smax.bot",
     "chatfuel": "https://api.chatfuel.com",
 }
 PUBLIC_RATE_LIMIT = 25
 
 
-def api_base(host_url: str, api: str) -> str:
-    """The base URL of ``api`` on a server at ``host_url``: V2 lives under /public there, as
-    on the platform (DEFAULT_BASES) and on the mock server."""
-    return host_url + ("/public" if api == "v2" else "")
+def api_base(base_url: str, api: str) -> str:
+    """Where ``api`` lives on the server at ``base_url``: V2 under /public (as on the platform
+    and on the mock server). The old V2 form that already ends in /public is accepted."""
+    base = base_url.rstrip("/")
+    if api == "v2":
+        base = base.removesuffix("/public") + "/public"
+    return base
+
+
+def base_url_problem(text: str) -> str | None:
+    """Why ``text`` cannot be used as bot.base_url, or None."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError as exc:
+        return f"expected a URL like https://api.smax.bot or http://127.0.0.1:8025 ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "expected an http:// or https:// URL, like https://api.smax.bot"
+    if not parts.hostname:
+        return "the URL has no host; expected e.g. https://api.smax.bot"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    if parts.query or parts.fragment:
+        return "a base URL takes no ?query or #fragment: the product adds the API's own path"
+    return None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ preview cannot drift from the broadcast.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -14,13 +13,11 @@ from runner import apis, audience, secrets
 from runner.apis import Request
 from runner.dedupe import SeenIndex
 from runner.errors import UsageError
-from runner.model import DEFAULT_BASES, Campaign, Endpoint
+from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, api_base, base_url_problem
 from runner.render import FILTERED, Renderer, Skip
 from runner.report import Line, line
 from runner.state import Prior
 from runner.status import Status
-
-_HTTP_URL = re.compile(r"https?://[^/\s?#]+")
 
 
 class Prepared(NamedTuple):
@@ -85,13 +82,13 @@ def endpoint(
         return secrets.resolve(text, where) if strict else secrets.resolve_lenient(text)
 
     if base_url is None:
-        base_url = value(bot.base_url, "base_url") if bot.base_url else DEFAULT_BASES[bot.api]
-        if strict and not _HTTP_URL.match(base_url):
-            raise UsageError(
-                f"{campaign.where('bot.base_url')}: {base_url!r} is not an http:// or https:// URL"
-            )
+        given = value(bot.base_url, "base_url") if bot.base_url else DEFAULT_HOSTS[bot.api]
+        problem = base_url_problem(given) if strict else None
+        if problem:
+            raise UsageError(f"{campaign.where('bot.base_url')}: {given!r}: {problem}")
+        base_url = api_base(given, bot.api)
     return Endpoint(
-        base_url=base_url.rstrip("/"),
+        base_url=base_url,
         bot_id=value(bot.id, "id"),
         token=token if token is not None else value(bot.token, "token"),
     )

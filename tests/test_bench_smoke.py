@@ -18,5 +18,13 @@ def test_every_benchmark_runs_in_smoke_mode() -> None:
         cwd=REPO,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for prefix in ("machine: ", "pacing: ", "throughput: ", "plan: ", "multi-bot: "):
+    for prefix in (
+        "machine: ",
+        "pacing: ",
+        "throughput: ",
+        "plan: ",
+        "multi-bot (SQLite state): ",
+        "multi-bot (PostgreSQL state): ",
+        "state backends: ",
+    ):
         assert any(line.startswith(prefix) for line in done.stdout.splitlines()), prefix

@@ -225,6 +225,29 @@ def test_schema_rules(check: Callable[[str], list[str]], old: str, new: str, exp
         ),
         (
             "  token: ${SMAX_BOT_TOKEN}",
+            "  token: abcdef123456",
+            "c.yaml:6:10: bot.token: a literal token would be committed to git: write ${VAR} "
+            "(e.g. ${SMAX_BOT_TOKEN}) and export VAR when running",
+        ),
+        (
+            "  api: v1\n",
+            "  api: v1\n  base_url: http://127.0.0.1:99999\n",
+            "c.yaml:5:13: bot.base_url: expected a URL like https://api.smax.bot or "
+            "http://127.0.0.1:8025 (Port out of range 0-65535)",
+        ),
+        (
+            "  api: v1\n",
+            "  api: v1\n  base_url: http://:8025\n",
+            "c.yaml:5:13: bot.base_url: the URL has no host; expected e.g. https://api.smax.bot",
+        ),
+        (
+            "  api: v1\n",
+            "  api: v1\n  base_url: https://api.smax.bot/?x=1\n",
+            "c.yaml:5:13: bot.base_url: a base URL takes no ?query or #fragment: the product adds "
+            "the API's own path",
+        ),
+        (
+            "  token: ${SMAX_BOT_TOKEN}",
             "  token: ${SMAX TOKEN}",
             "c.yaml:6:10: bot.token: malformed reference '${SMAX TOKEN}': expected ${NAME} with "
             "NAME made of letters, digits and '_'",
@@ -264,12 +287,6 @@ def test_an_unknown_audience_extension_needs_a_format(
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        (
-            "  token: ${SMAX_BOT_TOKEN}",
-            "  token: abcdef123456",
-            "c.yaml:6:10: warning: bot.token: a literal token will be committed to git; write "
-            "${VAR} and export VAR instead",
-        ),
         (
             "  api: v1\n",
             "  api: v1\n  rate_limit: 100\n",

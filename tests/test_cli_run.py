@@ -324,7 +324,8 @@ def test_a_base_url_from_the_environment_must_be_a_url(
     assert result.exit_code == 2
     # A value read from the environment is never shown, even when it is wrong.
     assert result.output == (
-        f"{path}:7:13: bot.base_url: '***' is not an http:// or https:// URL\n"
+        f"{path}:7:13: bot.base_url: '***': expected an http:// or https:// URL, like "
+        "https://api.smax.bot\n"
     )
 
 
