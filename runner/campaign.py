@@ -30,7 +30,7 @@ def problems_of(path: Path) -> tuple[list[Problem], Document | None]:
     if not isinstance(doc.data, dict):
         kind = "nothing" if doc.data is None else type(doc.data).__name__
         return [Problem(name, 1, 1, "", f"expected a mapping of campaign keys, got {kind}")], None
-    problems = schema.check(doc, name) + checks.semantic(doc, name, path.parent)
+    problems = schema.check(doc, name) + checks.semantic(doc, name, path)
     return sorted(set(problems), key=lambda p: (p.line, p.column, p.message)), doc
 
 
@@ -70,6 +70,8 @@ def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign
             format=format_of(file, audience.get("format")) if file else None,
             customers=tuple(audience["customers"]) if "customers" in audience else None,
             where=audience.get("where"),
+            outside_repository=audience.get("outside_repository", False),
+            max_invalid=audience.get("max_invalid", 0),
         ),
         message=apis.module(api).parse_message(data["message"]),
         vars=dict(data.get("vars") or {}),

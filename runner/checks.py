@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from runner import apis, render, secrets
+from runner import apis, render, repository, secrets
 from runner.audience import FORMATS, format_of
-from runner.errors import Problem
-from runner.model import PUBLIC_RATE_LIMIT, Field, base_url_problem
+from runner.audience import columns as audience_columns
+from runner.errors import CampaignError, Problem
+from runner.model import PUBLIC_RATE_LIMIT, Audience, Field, base_url_problem
 from runner.yamlsource import Document, format_path
 from runner.yamlsource import Path as KeyPath
 
 _SECRET_KEYS = ("token", "id", "base_url")
 
 
-def semantic(doc: Document, filename: str, base_dir: Path) -> list[Problem]:
+def semantic(doc: Document, filename: str, campaign_file: Path) -> list[Problem]:
     data = doc.data if isinstance(doc.data, dict) else {}
     found: list[Problem] = []
 
@@ -41,7 +44,7 @@ def semantic(doc: Document, filename: str, base_dir: Path) -> list[Problem]:
     bot: dict[str, Any] = data["bot"] if isinstance(data.get("bot"), dict) else {}
     _check_bot(bot, at)
     _check_stray_references(data, (), at)
-    _check_audience(data.get("audience"), base_dir, at)
+    columns = _check_audience(data.get("audience"), campaign_file, at)
 
     api = bot.get("api", "v1")
     if api not in ("v1", "v2", "chatfuel"):
@@ -57,7 +60,7 @@ def semantic(doc: Document, filename: str, base_dir: Path) -> list[Problem]:
         except (KeyError, TypeError, AttributeError):
             fields = []  # the schema has already said what is wrong with the shape
         for field in fields:
-            _check_template(field, variables, doc, filename, found)
+            _check_template(field, variables, doc, filename, found, columns)
     return found
 
 
@@ -116,9 +119,10 @@ def _strings(data: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
         yield path, data
 
 
-def _check_audience(audience: Any, base_dir: Path, at: Any) -> None:
+def _check_audience(audience: Any, campaign_file: Path, at: Any) -> set[str] | None:
+    """Check the audience; the columns it offers templates, None when they cannot be known."""
     if not isinstance(audience, dict):
-        return
+        return None
     has = [key for key in ("file", "customers") if key in audience]
     if len(has) == 2:
         at(("audience", "customers"), "give file or customers, not both", key=True)
@@ -126,42 +130,89 @@ def _check_audience(audience: Any, base_dir: Path, at: Any) -> None:
         at(("audience",), "expected file or customers (one is required)", key=True)
     if "format" in audience and "file" not in audience:
         at(("audience", "format"), "format applies to audience.file only", key=True)
+    columns: set[str] | None = None
     file = audience.get("file")
     if isinstance(file, str) and file:
-        path = base_dir / file
-        if not path.is_file():
+        path = campaign_file.parent / file
+        outside = audience.get("outside_repository") is True
+        problem = repository.audience_problem(path, campaign_file, outside)
+        fmt = format_of(
+            path, audience.get("format") if isinstance(audience.get("format"), str) else None
+        )
+        if problem:
+            at(("audience", "file"), problem)
+        elif not path.is_file():
             at(("audience", "file"), f"audience file not found: {path}")
-        elif format_of(path, audience.get("format")) is None:
+        elif fmt is None:
             known = ", ".join(sorted(FORMATS))
             at(
                 ("audience", "file"),
                 f"cannot tell the format of {file!r} from its extension "
                 f"({known}); set audience.format",
             )
+        else:
+            try:
+                columns = audience_columns(Audience(path, fmt, None, None))
+            except CampaignError as exc:
+                at(("audience", "file"), f"the audience cannot be read: {exc}")
+    elif isinstance(audience.get("customers"), list) and all(
+        isinstance(c, dict) for c in audience["customers"]
+    ):
+        columns = {str(k) for c in audience["customers"] for k in c}
     where = audience.get("where")
     if isinstance(where, str) and where.strip():
         try:
             render.STRICT.compile_expression(where)
             render.check_template(where, {}, expression=True)
         except jinja2.TemplateSyntaxError as exc:
-            at(("audience", "where"), f"expression syntax error: {exc.message}")
+            hint = "; use == to compare (= assigns)" if _ASSIGNMENT.search(where) else ""
+            at(("audience", "where"), f"expression syntax error: {exc.message}{hint}")
         except render.TemplateSyntaxProblem as exc:
             if not exc.message.startswith("vars."):
                 at(("audience", "where"), exc.message)
+        else:
+            for name, _ in render.customer_fields(where, expression=True):
+                if columns is not None and name not in columns:
+                    at(("audience", "where"), _no_column(name, columns))
+    return columns
+
+
+_ASSIGNMENT = re.compile(r"(?<![=!<>])=(?!=)")
+
+
+def _no_column(name: str, columns: set[str]) -> str:
+    guess = difflib.get_close_matches(name, sorted(columns), n=1)
+    hint = f"; did you mean customer.{guess[0]}?" if guess else ""
+    shown = ", ".join(sorted(columns)[:12]) + (", ..." if len(columns) > 12 else "")
+    return f"customer.{name}: no such column in the audience (columns: {shown}){hint}"
 
 
 def _check_template(
-    field: Field, variables: dict[str, Any], doc: Document, filename: str, found: list[Problem]
+    field: Field,
+    variables: dict[str, Any],
+    doc: Document,
+    filename: str,
+    found: list[Problem],
+    columns: set[str] | None,
 ) -> None:
     if not render.is_template(field.source):
         return
+
+    def problem(lineno: int, message: str) -> None:
+        mark = doc.value_mark(field.path)
+        # A block scalar's text starts on the line after its indicator.
+        offset = lineno if field.path in doc.block_scalars else lineno - 1
+        column = 1 if offset else mark.column
+        found.append(
+            Problem(filename, mark.line + offset, column, format_path(field.path), message)
+        )
+
     try:
         render.check_template(field.source, variables)
     except render.TemplateSyntaxProblem as exc:
-        mark = doc.value_mark(field.path)
-        # A block scalar's text starts on the line after its indicator.
-        offset = exc.lineno if field.path in doc.block_scalars else exc.lineno - 1
-        column = 1 if offset else mark.column
-        found.append(
-            Problem(filename, mark.line + offset, column, format_path(field.path), exc.message)
-        )
+        problem(exc.lineno, exc.message)
+        return
+    if columns is not None:
+        for name, lineno in render.customer_fields(field.source):
+            if name not in columns:
+                problem(lineno, _no_column(name, columns))

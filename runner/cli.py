@@ -124,7 +124,7 @@ def plan(
     if output == "json":
         payload = [{"summary": r.summary, "samples": r.samples} for r in results]
         _json(payload[0] if len(payload) == 1 else payload)
-    return 0
+    return max(r.exit_code for r in results)
 
 
 @cli.command()

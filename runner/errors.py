@@ -54,6 +54,16 @@ class UsageError(CampaignError):
     """Arguments or environment that make the command impossible (missing secret, bad path)."""
 
 
+class AudienceError(CampaignError):
+    """The audience file is malformed as a whole (an unterminated quote, a duplicate column, a
+    line past the limit, nesting past the limit): nothing is sent."""
+
+
+class TooManyInvalid(CampaignError):
+    """More rows cannot become a request than ``audience.max_invalid`` allows: nothing is
+    sent, so that nobody is dropped without a decision."""
+
+
 class PlanMismatch(CampaignError):
     """`run --plan` found that the campaign or its audience changed since the plan."""
 

@@ -63,6 +63,8 @@ class Audience:
     format: str | None  # csv | jsonl | json, when file is set
     customers: tuple[Mapping[str, Any], ...] | None
     where: str | None
+    outside_repository: bool = False  # an explicit choice to read a file outside the repo
+    max_invalid: int | str = 0  # a count, or a share as "P%"
 
 
 @dataclass(frozen=True)

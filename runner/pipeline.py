@@ -6,13 +6,14 @@ preview cannot drift from the broadcast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
 from runner.apis import Request
 from runner.dedupe import SeenIndex
-from runner.errors import UsageError
+from runner.errors import TooManyInvalid, UsageError
 from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, api_base, base_url_problem
 from runner.render import FILTERED, Renderer, Skip
 from runner.report import Line, line
@@ -133,3 +134,53 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
             yield Skipped(n, f"duplicate of row {earlier}", recipient)
             continue
         yield Prepared(n, recipient, request, fields)
+
+
+FIRST_INVALID = 10  # invalid rows listed when a run refuses
+
+
+def invalid_allowed(max_invalid: int | str, rows: int) -> int:
+    """How many invalid rows ``audience.max_invalid`` allows out of ``rows``."""
+    if isinstance(max_invalid, str):
+        return math.floor(rows * float(max_invalid.rstrip("%")) / 100)
+    return max_invalid
+
+
+def refuse_invalid(
+    campaign: Campaign, rows: int, invalid: list[tuple[int, str]], count: int
+) -> str | None:
+    """Why a run must refuse to start, with the first invalid rows and how to allow them;
+    None when the invalid rows are within ``audience.max_invalid``."""
+    limit = campaign.audience.max_invalid
+    if count <= invalid_allowed(limit, rows):
+        return None
+    lines = [
+        f"{campaign.path}: {count} of {rows} rows are invalid, more than audience.max_invalid "
+        f"allows ({limit}); nothing was sent:"
+    ]
+    lines += [f"  row {row}: {reason}" for row, reason in invalid[:FIRST_INVALID]]
+    if count > FIRST_INVALID:
+        lines.append(f"  ... and {count - FIRST_INVALID} more (campaign plan lists them all)")
+    share = math.ceil(count * 1000 / max(rows, 1)) / 10
+    lines.append(
+        "Fix the rows or the templates, or accept skipping them: set audience.max_invalid: "
+        f'{count} (or "{share:g}%") in the campaign'
+    )
+    return "\n".join(lines)
+
+
+def check_invalid(campaign: Campaign, target: Endpoint) -> None:
+    """Read and render the whole audience once; raise `TooManyInvalid` before anything is
+    locked or sent when it has more invalid rows than the campaign allows."""
+    rows = 0
+    count = 0
+    first: list[tuple[int, str]] = []
+    for item in prepare(campaign, target):
+        rows += 1
+        if type(item) is Skipped and item.status is Status.INVALID:
+            count += 1
+            if len(first) < FIRST_INVALID:
+                first.append((item.row, item.reason))
+    refusal = refuse_invalid(campaign, rows, first, count)
+    if refusal:
+        raise TooManyInvalid(refusal)

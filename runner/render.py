@@ -56,6 +56,26 @@ def is_template(source: str) -> bool:
     return any(marker in source for marker in _SYNTAX)
 
 
+def customer_fields(source: str, expression: bool = False) -> list[tuple[str, int]]:
+    """The ``customer.x`` (or ``customer['x']``) a template reads: (x, line in the template).
+    Call on a template that compiles."""
+    ast = STRICT.parse(f"{{{{ {source} }}}}" if expression else source)
+    found = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node  # type: ignore[attr-defined]  # both kinds have .node
+        if not (isinstance(target, nodes.Name) and target.name == "customer"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            found.append((node.attr, node.lineno))
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+        ):
+            found.append((node.arg.value, node.lineno))
+    return found
+
+
 class TemplateSyntaxProblem(Exception):
     def __init__(self, message: str, lineno: int) -> None:
         super().__init__(message)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-import json
+import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from runner.audience import Row, rows
-from runner.errors import UsageError
+from runner.audience import MAX_LINE, Row, columns, rows
+from runner.errors import AudienceError
 from runner.model import Audience
 
 
@@ -55,11 +56,15 @@ def test_jsonl_lines_nulls_and_bad_lines(tmp_path: Path) -> None:
 
 def test_json_array_is_read_incrementally(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
-    path.write_text(json.dumps([{"id": "1", "x": None}, 5, {"id": "3", "score": 1.5}]))
+    path.write_text(
+        '[{"id": "1", "x": null}, 5, {"id": "3", "score": 1.50, "tags": [{"a": 1}]},'
+        ' {"id": 123456789012345678901}]'
+    )
     assert read(path, "json") == [
         Row(1, {"id": "1"}),
         Row(2, None, "expected a JSON object, got a number"),
-        Row(3, {"id": "3", "score": 1.5}),
+        Row(3, {"id": "3", "score": Decimal("1.50"), "tags": [{"a": 1}]}),
+        Row(4, {"id": 123456789012345678901}),  # digits kept, never through a float
     ]
 
 
@@ -75,7 +80,7 @@ def test_a_broken_json_array_stops_with_the_reason(tmp_path: Path) -> None:
 def test_a_json_file_that_is_not_an_array(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
     path.write_text('{"id": 1}')
-    with pytest.raises(UsageError, match="expected a JSON array of customer objects"):
+    with pytest.raises(AudienceError, match="expected a JSON array of customer objects"):
         read(path, "json")
 
 
@@ -85,7 +90,7 @@ def test_inline_customers() -> None:
 
 
 def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="audience file not found"):
+    with pytest.raises(AudienceError, match="audience file not found"):
         read(tmp_path / "gone.csv", "csv")
 
 
@@ -97,3 +102,73 @@ def test_reading_is_streamed(tmp_path: Path) -> None:
     assert next(stream) == Row(1, {"id": "1"})
     path.unlink()  # an open handle keeps reading what is left
     assert next(stream) == Row(2, {"id": "2"})
+
+
+def test_json_lines_numbers_keep_their_digits(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"id": 123456789012345678901}\n{"id": 123456789012345678902, "p": 0.10}\n')
+    assert read(path, "jsonl") == [
+        Row(1, {"id": 123456789012345678901}),
+        Row(2, {"id": 123456789012345678902, "p": Decimal("0.10")}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'id,name\n1,An\n2,"Bi\n3,Chi\n4,Dung\n',
+            "a.csv:3: a quote opened on this line never closes, so every line after it would be "
+            "read as one field; close or remove the quote",
+        ),
+        (
+            'id,name\n1,"An"na\n2,B\n',
+            "a.csv:2: a stray quote: a field that starts with a quote must end with one right "
+            "before the next comma (',' expected after '\"')",
+        ),
+        (
+            "id,name,id\n1,An,2\n",
+            "a.csv:1: the column 'id' appears twice in the header (columns 1 and 3); one would "
+            "silently win: rename one",
+        ),
+        ("id,,x\n1,2,3\n", "a.csv:1: column 2 of the header has no name"),
+    ],
+)
+def test_a_malformed_csv_is_refused_with_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(text)
+    with pytest.raises(AudienceError) as caught:
+        read(path, "csv")
+    assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+def test_a_line_past_the_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    for name, fmt in (("a.csv", "csv"), ("a.jsonl", "jsonl")):
+        path = tmp_path / name
+        with path.open("w") as handle:
+            handle.write("id\n" if fmt == "csv" else '{"id": 1}\n')
+            handle.write("x" * (MAX_LINE * 8))  # no newline at all
+        with pytest.raises(AudienceError, match=r":2: a line longer than 1,048,576"):
+            read(path, fmt)
+
+
+def test_json_nested_past_the_limit_is_refused_quickly(tmp_path: Path) -> None:
+    deep = "[" + '{"a":' * 100_000 + "1" + "}" * 100_000 + "]"
+    (tmp_path / "a.json").write_text(deep)
+    (tmp_path / "a.jsonl").write_text('{"id": 1}\n' + deep[1:-1] + "\n")
+    started = time.perf_counter()
+    with pytest.raises(AudienceError, match="nested deeper than 32 levels"):
+        read(tmp_path / "a.json", "json")
+    with pytest.raises(AudienceError, match=r"a.jsonl:2: JSON nested deeper than 32 levels"):
+        read(tmp_path / "a.jsonl", "jsonl")
+    assert time.perf_counter() - started < 5
+
+
+def test_columns_are_the_header_or_the_first_records_keys(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,city\n1,Hue\n")
+    (tmp_path / "a.jsonl").write_text('{"id": 1, "city": "Hue"}\n{"id": 2, "tz": null}\n')
+    assert columns(Audience(tmp_path / "a.csv", "csv", None, None)) == {"id", "city"}
+    # A key is a column even where its first values are null.
+    assert columns(Audience(tmp_path / "a.jsonl", "jsonl", None, None)) == {"id", "city", "tz"}
+    inline = Audience(None, None, ({"id": 1}, {"id": 2, "vip": "y"}), None)
+    assert columns(inline) == {"id", "vip"}

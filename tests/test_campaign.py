@@ -100,7 +100,7 @@ def test_the_good_campaigns_are_valid(check: Callable[[str], list[str]]) -> None
             "  file: customers.csv",
             "  file: customers.csv\n  rows: 3",
             "c.yaml:9:3: audience.rows: unknown key 'rows' (expected one of: customers, file, format, "
-            "where)",
+            "max_invalid, outside_repository, where)",
         ),
         (
             "  messaging_tag: CONFIRMED_EVENT_UPDATE",
@@ -275,7 +275,7 @@ def test_semantic_checks(
 def test_an_unknown_audience_extension_needs_a_format(
     check: Callable[[str], list[str]], tmp_path: Path
 ) -> None:
-    (tmp_path / "people.txt").write_text("id\n1\n")
+    (tmp_path / "people.txt").write_text("id,first_name,opted_in\n1,An,yes\n")
     text = GOOD_V1.replace("  file: customers.csv", "  file: people.txt")
     assert check(text) == [
         "c.yaml:8:9: audience.file: cannot tell the format of 'people.txt' from its extension "
@@ -417,7 +417,7 @@ def test_files_that_are_not_campaigns(
 
 
 def test_load_builds_frozen_typed_records(tmp_path: Path) -> None:
-    (tmp_path / "customers.csv").write_text("id\n1\n")
+    (tmp_path / "customers.csv").write_text("id,first_name,opted_in\n1,An,yes\n")
     path = tmp_path / "c.yaml"
     path.write_text(GOOD_V1)
     c = campaigns.load(path)
@@ -490,7 +490,7 @@ def test_no_shape_of_bad_input_crashes_validation(good: str, tmp_path: Path) -> 
     """Every value of a good campaign swapped for every wrong type: problems, never a crash."""
     import yaml
 
-    (tmp_path / "customers.csv").write_text("id\n1\n")
+    (tmp_path / "customers.csv").write_text("id,first_name,opted_in\n1,An,yes\n")
     data = yaml.safe_load(good)
     path = tmp_path / "c.yaml"
     for where, value in _mutations(data):

@@ -30,7 +30,8 @@ def test_the_v2_snippet_in_the_readme_is_a_valid_message(tmp_path: Path) -> None
     path = tmp_path / "v2.yaml"
     path.write_text(
         "version: 1\nname: v2\nbot: {api: v2, id: '1', token: '${T}'}\n"
-        "audience: {customers: [{id: '1'}]}\n" + snippet
+        "audience: {customers: [{id: '1', email: a@b.c, phone: '1', name: An, ntn_token: t}]}\n"
+        + snippet
     )
     assert campaigns.problems_of(path)[0] == []
 

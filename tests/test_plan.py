@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import Result
 
 from tests.helpers import ThreadedMock, results, summary
@@ -38,17 +40,19 @@ PEOPLE = """id,first_name,opted_in
 
 
 def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
-    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: object
+    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.environ["PLAN_TOKEN"] = "very-secret-token"
-    try:
-        write("c.yaml", CAMPAIGN)
-        write("people.csv", PEOPLE)
-        result = invoke("plan", "c.yaml", "--report", "out")
-    finally:
-        del os.environ["PLAN_TOKEN"]
-    assert result.exit_code == 0
+    monkeypatch.setenv("PLAN_TOKEN", "very-secret-token")
+    write("c.yaml", CAMPAIGN)
+    write("people.csv", PEOPLE)
+    result = invoke("plan", "c.yaml", "--report", "out")
+    assert result.exit_code == 2  # three invalid rows, none allowed: a run would refuse
     assert "very-secret-token" not in result.output
+    assert "RUN WOULD REFUSE TO START:" in result.output
+    assert (
+        "c.yaml: 3 of 7 rows are invalid, more than audience.max_invalid allows (0); nothing "
+        "was sent:"
+    ) in result.output
     lines = result.output.splitlines()
     assert lines[:13] == [
         "Plan for spring (v1, 25 requests/s)",
@@ -97,7 +101,7 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
         "deferred": 0,
         "skipped": 2,
     }
-    assert s["exit_code"] == 0 and s["mode"] == "plan"
+    assert s["exit_code"] == 2 and s["mode"] == "plan"
     md = (Path("out") / "summary.md").read_text()
     assert md.startswith("## Plan: spring\n") and "Dry run: nothing was sent." in md
     for name in ("results.jsonl", "summary.json", "summary.md"):
@@ -145,9 +149,10 @@ def test_plan_appends_to_the_github_step_summary(
 
 
 def test_every_example_plans_and_an_invalid_one_exits_2(
-    invoke: Callable[..., Result], write: Callable[..., Path]
+    invoke: Callable[..., Result], write: Callable[..., Path], tmp_path: Path
 ) -> None:
-    for example in sorted((REPO / "campaigns").glob("*.yaml")):
+    shutil.copytree(REPO / "campaigns", tmp_path / "examples")
+    for example in sorted((tmp_path / "examples").glob("*.yaml")):
         result = invoke("plan", example, "--sandbox")
         assert result.exit_code == 0, result.output
         assert "[sandbox]" in result.output
@@ -196,3 +201,37 @@ def test_plan_reads_the_state_so_its_counts_are_what_a_run_would_send(
     after = invoke("plan", path, "--report", "p2")
     assert "  to send        0" in after.output.splitlines()
     assert "         6  already sent" in after.output.splitlines()
+
+
+def test_invalid_rows_are_a_decision_not_a_surprise(
+    invoke: Callable[..., Result],
+    write: Callable[..., Path],
+    mock: Callable[..., ThreadedMock],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    monkeypatch.setenv("PLAN_TOKEN", "tok-12345")
+    base = CAMPAIGN.replace('  id: "6123abcd"', f'  id: "6123abcd"\n  base_url: {server.url}')
+    write("c.yaml", base)
+    write("people.csv", PEOPLE)
+    refused = invoke("run", "c.yaml", "--quiet")
+    assert refused.exit_code == 2
+    assert (
+        refused.output.splitlines()[:6]
+        == [
+            "c.yaml: 3 of 7 rows are invalid, more than audience.max_invalid allows (0); nothing "
+            "was sent:",
+            "  row 2: missing value: customer.first_name in message.attributes.greeting",
+            "  row 5: no recipient id",
+            "  row 6: expected 3 fields, found 2",
+            "Fix the rows or the templates, or accept skipping them: set audience.max_invalid: 3 "
+            '(or "42.9%") in the campaign',
+        ][:6]
+    )
+    assert server.arrivals == []
+    write("c.yaml", base.replace("audience:\n", 'audience:\n  max_invalid: "50%"\n'))
+    assert "  run would start: yes" in invoke("plan", "c.yaml").output
+    sent = invoke("run", "c.yaml", "--quiet", "--report", "r")
+    assert sent.exit_code == 0, sent.output
+    assert summary(Path("r"))["counts"]["invalid"] == 3
+    assert len(server.arrivals) == 2

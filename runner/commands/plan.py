@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from runner import campaign as campaigns
-from runner import inert, pipeline
+from runner import inert, pipeline, repository
 from runner import state as states
 from runner.errors import UsageError
 from runner.model import Campaign, api_base
@@ -33,6 +33,11 @@ class PlanResult:
     campaign: Campaign
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
+
+    @property
+    def exit_code(self) -> int:
+        """2 when `run` would refuse to start (too many invalid rows), else 0."""
+        return 2 if self.summary.get("run_refuses") else 0
 
 
 def plan(
@@ -53,7 +58,7 @@ def plan(
     reader = states.open_reader(location, campaign.name)
     try:
         directory = report_dir or default_folder(
-            states.repository_root(campaign.path),
+            repository.root(campaign.path),
             campaign.name,
             "sandbox-plan" if sandbox else "plan",
         )
@@ -99,6 +104,17 @@ def plan(
         digest.close()
     planned = writer.tally.counts[Status.PLANNED]
     rate = campaign.bot.rate_limit
+    tally = writer.tally
+    refusal = (
+        None
+        if limit is not None
+        else pipeline.refuse_invalid(
+            campaign,
+            sum(tally.counts.values()),
+            [(r["row"], r["reason"]) for r in tally.first_invalid],
+            tally.counts[Status.INVALID],
+        )
+    )
     summary = writer.finish(
         {
             "campaign": campaign.name,
@@ -110,7 +126,11 @@ def plan(
             "duration_s": round(time.perf_counter() - started, 3),
             "rate_limit": rate,
             "estimated_duration_s": round(planned / rate, 1),
-            "exit_code": 0,
+            "exit_code": 2 if refusal else 0,
+            "run_refuses": refusal,
+            "outside_repository": str(campaign.audience.file)
+            if campaign.audience.outside_repository
+            else None,
             "note": "Dry run: nothing was sent.",
             "plan_file": str(out) if out else None,
         },
@@ -139,6 +159,15 @@ def text(result: PlanResult) -> str:
         f"  estimated duration  {_duration(s['estimated_duration_s'])} at "
         f"{c.bot.rate_limit} requests/s"
     )
+    if s.get("outside_repository"):
+        lines.append(
+            f"  audience outside the repository, on purpose: {s['outside_repository']} "
+            "(audience.outside_repository: true)"
+        )
+    if s.get("run_refuses"):
+        lines += ["", "RUN WOULD REFUSE TO START:", *s["run_refuses"].splitlines()]
+    elif not s["limit"]:
+        lines.append("  run would start: yes")
     if result.samples:
         lines += ["", f"First {len(result.samples)} requests (token masked):"]
         for sample in result.samples:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import pacing, pipeline, plandigest, state
+from runner import pacing, pipeline, plandigest, repository, state
 from runner.commands.plan import PlanResult, plan
 from runner.engine import Engine, Job, JobRun
 from runner.errors import CampaignError, InvalidCampaign, UsageError
@@ -22,7 +22,7 @@ from runner.mockserver import MockOptions, MockServer
 from runner.model import Campaign, Endpoint, api_base
 from runner.progress import Progress
 from runner.report import ReportWriter, default_folder, run_id
-from runner.secrets import Masker
+from runner.secrets import MASK, Masker
 from runner.state import Location, RunState
 from runner.status import Status
 
@@ -79,6 +79,9 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         return RunResult([], 0, options.sandbox, plans)
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
+    # Invalid rows are a decision, not a surprise: too many, and nothing is sent.
+    for c in loaded:
+        pipeline.check_invalid(c, pipeline.endpoint(c, strict=False, token=MASK))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_run(loaded, endpoints, options))
 
@@ -166,7 +169,7 @@ async def _broadcast(
             stream = items if first is None else itertools.chain([first], items)
             kind = "sandbox" if options.sandbox else "run"
             folder = _report_dir(options.report, c, len(loaded)) or default_folder(
-                state.repository_root(c.path), c.name, kind
+                repository.root(c.path), c.name, kind
             )
             jobs.append(
                 Job(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from yarl import URL
 
+from runner import repository
 from runner.status import Status
 
 ENVIRONMENT = "CAMPAIGN_STATE"
@@ -62,15 +63,6 @@ def is_url(text: str) -> bool:
     return text.startswith(("postgresql://", "postgres://"))
 
 
-def repository_root(campaign_file: Path) -> Path:
-    """The root of the git repository holding ``campaign_file``, else the file's folder."""
-    path = campaign_file.resolve()
-    for folder in path.parents:
-        if (folder / ".git").exists():
-            return folder
-    return path.parent
-
-
 def locate(given: str | None, campaign_file: Path, name: str, sandbox: bool) -> Location:
     """The state of campaign ``name``: ``--state``, else ``$CAMPAIGN_STATE``, else the file at
     the campaign's repository root. A rehearsal's state always stands apart, in a local file,
@@ -85,7 +77,7 @@ def locate(given: str | None, campaign_file: Path, name: str, sandbox: bool) -> 
     if given is not None and not sandbox:
         return Location(url=given)
     suffix = ".sandbox.sqlite3" if sandbox else ".sqlite3"
-    return Location(path=repository_root(campaign_file) / ".campaign-state" / f"{name}{suffix}")
+    return Location(path=repository.root(campaign_file) / ".campaign-state" / f"{name}{suffix}")
 
 
 class Reader(Protocol):
