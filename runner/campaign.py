@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 from pathlib import Path
 from typing import Any
 
-from runner import apis, checks, schema
+from runner import apis, checks, repository, schema
 from runner.audience import format_of
 from runner.errors import InvalidCampaign, Problem, UsageError
 from runner.model import Audience, Bot, Campaign, Delivery
 from runner.yamlsource import Document, YamlSyntaxError, parse
 
 
-def problems_of(path: Path) -> tuple[list[Problem], Document | None]:
-    """(every problem, errors and warnings, of the file; the parsed document when it is one)."""
+def problems_of(path: Path, *, outside_repo: bool = False) -> tuple[list[Problem], Document | None]:
+    """(every problem, errors and warnings, of the file; the parsed document when it is one).
+
+    ``outside_repo``: the person running the command allows an audience file outside the
+    campaign's repository (a local export); a campaign file cannot allow it itself."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -30,17 +34,24 @@ def problems_of(path: Path) -> tuple[list[Problem], Document | None]:
     if not isinstance(doc.data, dict):
         kind = "nothing" if doc.data is None else type(doc.data).__name__
         return [Problem(name, 1, 1, "", f"expected a mapping of campaign keys, got {kind}")], None
-    problems = schema.check(doc, name) + checks.semantic(doc, name, path)
+    problems = schema.check(doc, name) + checks.semantic(doc, name, path, outside_repo=outside_repo)
     return sorted(set(problems), key=lambda p: (p.line, p.column, p.message)), doc
 
 
-def load(path: Path) -> Campaign:
+def load(path: Path, *, outside_repo: bool = False) -> Campaign:
     """The campaign at ``path``; raises `InvalidCampaign` listing every error."""
-    problems, doc = problems_of(path)
+    problems, doc = problems_of(path, outside_repo=outside_repo)
     errors = [p for p in problems if p.severity == "error"]
     if errors or doc is None:
         raise InvalidCampaign(errors)
-    return _build(path, doc, tuple(p for p in problems if p.severity == "warning"))
+    campaign = _build(path, doc, tuple(p for p in problems if p.severity == "warning"))
+    if outside_repo and campaign.audience.file is not None:
+        root = repository.root(path)
+        resolved = campaign.audience.file.resolve()
+        if root not in resolved.parents:
+            audience = dataclasses.replace(campaign.audience, outside_repository=True)
+            campaign = dataclasses.replace(campaign, audience=audience)
+    return campaign
 
 
 def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign:
@@ -70,7 +81,6 @@ def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign
             format=format_of(file, audience.get("format")) if file else None,
             customers=tuple(audience["customers"]) if "customers" in audience else None,
             where=audience.get("where"),
-            outside_repository=audience.get("outside_repository", False),
             max_invalid=audience.get("max_invalid", 0),
         ),
         message=apis.module(api).parse_message(data["message"]),

@@ -21,7 +21,9 @@ from runner.yamlsource import Path as KeyPath
 _SECRET_KEYS = ("token", "id", "base_url")
 
 
-def semantic(doc: Document, filename: str, campaign_file: Path) -> list[Problem]:
+def semantic(
+    doc: Document, filename: str, campaign_file: Path, *, outside_repo: bool = False
+) -> list[Problem]:
     data = doc.data if isinstance(doc.data, dict) else {}
     found: list[Problem] = []
 
@@ -44,7 +46,7 @@ def semantic(doc: Document, filename: str, campaign_file: Path) -> list[Problem]
     bot: dict[str, Any] = data["bot"] if isinstance(data.get("bot"), dict) else {}
     _check_bot(bot, at)
     _check_stray_references(data, (), at)
-    columns = _check_audience(data.get("audience"), campaign_file, at)
+    columns = _check_audience(data.get("audience"), campaign_file, at, outside_repo)
 
     api = bot.get("api", "v1")
     if api not in ("v1", "v2", "chatfuel"):
@@ -119,7 +121,9 @@ def _strings(data: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
         yield path, data
 
 
-def _check_audience(audience: Any, campaign_file: Path, at: Any) -> set[str] | None:
+def _check_audience(
+    audience: Any, campaign_file: Path, at: Any, outside_repo: bool
+) -> set[str] | None:
     """Check the audience; the columns it offers templates, None when they cannot be known."""
     if not isinstance(audience, dict):
         return None
@@ -134,8 +138,7 @@ def _check_audience(audience: Any, campaign_file: Path, at: Any) -> set[str] | N
     file = audience.get("file")
     if isinstance(file, str) and file:
         path = campaign_file.parent / file
-        outside = audience.get("outside_repository") is True
-        problem = repository.audience_problem(path, campaign_file, outside)
+        problem = repository.audience_problem(path, campaign_file, outside_repo)
         fmt = format_of(
             path, audience.get("format") if isinstance(audience.get("format"), str) else None
         )
@@ -165,8 +168,10 @@ def _check_audience(audience: Any, campaign_file: Path, at: Any) -> set[str] | N
             render.STRICT.compile_expression(where)
             render.check_template(where, {}, expression=True)
         except jinja2.TemplateSyntaxError as exc:
-            hint = "; use == to compare (= assigns)" if _ASSIGNMENT.search(where) else ""
-            at(("audience", "where"), f"expression syntax error: {exc.message}{hint}")
+            if _ASSIGNMENT.search(where):
+                at(("audience", "where"), "expression syntax error: use == to compare (= assigns)")
+            else:
+                at(("audience", "where"), f"expression syntax error: {exc.message}")
         except render.TemplateSyntaxProblem as exc:
             if not exc.message.startswith("vars."):
                 at(("audience", "where"), exc.message)
@@ -181,7 +186,8 @@ _ASSIGNMENT = re.compile(r"(?<![=!<>])=(?!=)")
 
 
 def _no_column(name: str, columns: set[str]) -> str:
-    guess = difflib.get_close_matches(name, sorted(columns), n=1)
+    same_but_case = [c for c in sorted(columns) if c.lower() == name.lower()]
+    guess = same_but_case or difflib.get_close_matches(name, sorted(columns), n=1)
     hint = f"; did you mean customer.{guess[0]}?" if guess else ""
     shown = ", ".join(sorted(columns)[:12]) + (", ..." if len(columns) > 12 else "")
     return f"customer.{name}: no such column in the audience (columns: {shown}){hint}"

@@ -46,6 +46,14 @@ output_option = click.option(
 )
 
 
+outside_option = click.option(
+    "--audience-outside-repo",
+    "outside_repo",
+    is_flag=True,
+    help="Allow an audience file outside the campaign's repository (a local export). The "
+    "choice of whoever runs the command: a campaign file cannot make it.",
+)
+
 state_option = click.option(
     "--state",
     "state_given",
@@ -64,14 +72,15 @@ def cli() -> None:
 @cli.command()
 @click.argument("targets", nargs=-1, required=True)
 @output_option
-def validate(targets: tuple[str, ...], output: str) -> int:
+@outside_option
+def validate(targets: tuple[str, ...], output: str, outside_repo: bool) -> int:
     """Check campaign files, folders or globs: schema, rules and templates.
 
     Needs no secrets and no network. Exit 0 when every file is valid, 2 otherwise.
     """
     from runner.commands.validate import validate as run_validate
 
-    result = run_validate(list(targets))
+    result = run_validate(list(targets), outside_repo=outside_repo)
     if output == "json":
         _json(result.as_dict())
     else:
@@ -95,6 +104,7 @@ def validate(targets: tuple[str, ...], output: str) -> int:
 )
 @click.option("--sandbox", is_flag=True, help="Preview against the local mock server.")
 @state_option
+@outside_option
 @output_option
 def plan(
     targets: tuple[str, ...],
@@ -103,6 +113,7 @@ def plan(
     out: Path | None,
     sandbox: bool,
     state_given: str | None,
+    outside_repo: bool,
     output: str,
 ) -> int:
     """Dry run: render every request, send nothing, write the report."""
@@ -115,7 +126,13 @@ def plan(
     results = []
     for path in paths:
         result = planning.plan(
-            path, report_dir=report_dir, limit=limit, out=out, sandbox=sandbox, state=state_given
+            path,
+            report_dir=report_dir,
+            limit=limit,
+            out=out,
+            sandbox=sandbox,
+            state=state_given,
+            outside_repo=outside_repo,
         )
         _warnings(result.campaign.warnings)
         results.append(result)
@@ -157,6 +174,7 @@ def plan(
     help="Send again to those whose earlier outcome is unknown (may duplicate).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
+@outside_option
 def run(
     targets: tuple[str, ...],
     report_dir: Path | None,
@@ -167,6 +185,7 @@ def run(
     retry_failed: bool,
     resend_uncertain: bool,
     quiet: bool,
+    outside_repo: bool,
 ) -> int:
     """Broadcast: send every campaign given, paced per bot, with durable state.
 
@@ -186,6 +205,7 @@ def run(
         retry_failed=retry_failed,
         resend_uncertain=resend_uncertain,
         quiet=quiet,
+        outside_repo=outside_repo,
     )
     result = broadcast(list(targets), options)
     for plan_result in result.plans:
@@ -202,13 +222,16 @@ def run(
 @click.argument("path", type=click.Path(path_type=Path))
 @state_option
 @click.option("--sandbox", is_flag=True, help="Read the sandbox state instead.")
+@outside_option
 @output_option
-def status(path: Path, state_given: str | None, sandbox: bool, output: str) -> int:
+def status(
+    path: Path, state_given: str | None, sandbox: bool, outside_repo: bool, output: str
+) -> int:
     """Counts per status from the state, and who failed or is uncertain."""
     from runner.commands.status import status as read_status
     from runner.commands.status import text
 
-    report = read_status(path, state_given, sandbox)
+    report = read_status(path, state_given, sandbox, outside_repo=outside_repo)
     if output == "json":
         _json(report)
     else:

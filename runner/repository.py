@@ -25,8 +25,9 @@ def audience_problem(path: Path, campaign_file: Path, outside_allowed: bool) -> 
 
     The file must be a regular file inside the campaign's repository after every link is
     resolved (a pull request could otherwise point a preview at /etc/passwd or at
-    /proc/self/environ, and print it). ``outside_allowed`` (the campaign's explicit
-    ``audience.outside_repository: true``) lifts the repository boundary only.
+    /proc/self/environ, and print it). ``outside_allowed`` (the command line's
+    ``--audience-outside-repo``: the choice of whoever runs the command, never of the
+    campaign file under review) lifts the repository boundary only.
     """
     resolved = path.resolve()
     if any(resolved == s or s in resolved.parents for s in _SYSTEM):
@@ -41,7 +42,7 @@ def audience_problem(path: Path, campaign_file: Path, outside_allowed: bool) -> 
     if not outside_allowed and boundary != resolved and boundary not in resolved.parents:
         return (
             f"{resolved} is outside the campaign's repository ({boundary}); audience files "
-            "live beside their campaign. To read a local export on purpose, set "
-            "audience.outside_repository: true"
+            "live beside their campaign. To read a local export on purpose, run with "
+            "--audience-outside-repo"
         )
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_the_good_campaigns_are_valid(check: Callable[[str], list[str]]) -> None
             "  file: customers.csv",
             "  file: customers.csv\n  rows: 3",
             "c.yaml:9:3: audience.rows: unknown key 'rows' (expected one of: customers, file, format, "
-            "max_invalid, outside_repository, where)",
+            "max_invalid, where)",
         ),
         (
             "  messaging_tag: CONFIRMED_EVENT_UPDATE",
@@ -498,3 +499,100 @@ def test_no_shape_of_bad_input_crashes_validation(good: str, tmp_path: Path) -> 
         problems, _ = campaigns.problems_of(path)  # must not raise
         if not any(p.severity == "error" for p in problems):
             campaigns.load(path)  # and a file that passes must build
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "Hi {{ customer.first_name | default('there') }}",
+            "Hi {{ customer.firstname | default('there') }}",
+            "c.yaml:15:15: message.attributes.greeting: customer.firstname: no such column in the "
+            "audience (columns: first_name, id, opted_in); did you mean customer.first_name?",
+        ),
+        (
+            'where: customer.opted_in == "yes"',
+            'where: customer.optedin == "yes"',
+            "c.yaml:9:10: audience.where: customer.optedin: no such column in the audience "
+            "(columns: first_name, id, opted_in); did you mean customer.opted_in?",
+        ),
+        (
+            'where: customer.opted_in == "yes"',
+            'where: customer.opted_in = "yes"',
+            "c.yaml:9:10: audience.where: expression syntax error: use == to compare (= assigns)",
+        ),
+        (
+            '  user_id: "{{ customer.id }}"',
+            "  user_id: \"{{ customer['ID'] }}\"",
+            "c.yaml:11:12: message.user_id: customer.ID: no such column in the audience (columns: "
+            "first_name, id, opted_in); did you mean customer.id?",
+        ),
+    ],
+)
+def test_templates_may_read_only_columns_the_audience_has(
+    check: Callable[[str], list[str]], old: str, new: str, expected: str
+) -> None:
+    assert old in GOOD_V1
+    assert check(GOOD_V1.replace(old, new)) == [expected]
+
+
+def test_an_audience_outside_the_repository_is_refused(
+    check: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    (tmp_path / ".git").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}-export.csv"
+    outside.write_text("id,first_name,opted_in\n1,An,yes\n")
+    try:
+        text = GOOD_V1.replace("file: customers.csv", f"file: ../{outside.name}")
+        assert check(text) == [
+            f"c.yaml:8:9: audience.file: {outside} is outside the campaign's repository "
+            f"({tmp_path}); audience files live beside their campaign. To read a local export on "
+            "purpose, run with --audience-outside-repo"
+        ]
+        # The campaign cannot allow it itself; the person running the command can.
+        assert (
+            "unknown key 'outside_repository'"
+            in check(text.replace("audience:\n", "audience:\n  outside_repository: true\n"))[0]
+        )
+        check(text)
+        assert campaigns.problems_of(tmp_path / "c.yaml", outside_repo=True)[0] == []
+        (tmp_path / "link.csv").symlink_to(outside)  # a link inside pointing outside
+        assert (
+            "is outside the campaign's repository"
+            in check(GOOD_V1.replace("file: customers.csv", "file: link.csv"))[0]
+        )
+    finally:
+        outside.unlink()
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/proc/self/environ", "/dev/zero"])
+def test_system_files_are_never_an_audience(
+    check: Callable[[str], list[str]], tmp_path: Path, target: str
+) -> None:
+    (tmp_path / "a.csv").symlink_to(target)
+    check(GOOD_V1.replace("  file: customers.csv", "  file: a.csv"))
+    problems, _ = campaigns.problems_of(tmp_path / "c.yaml", outside_repo=True)
+    messages = [p.message for p in problems]
+    if target != "/etc/passwd":
+        assert messages == [f"{Path(target).resolve()} is a system file, never an audience"]
+    else:  # allowed by the command line: read, and found to have no such columns
+        assert messages and all("no such column" in m for m in messages)
+
+
+def test_a_fifo_is_not_an_audience(check: Callable[[str], list[str]], tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.csv")
+    problems = check(GOOD_V1.replace("file: customers.csv", "file: pipe.csv"))
+    assert problems == [
+        "c.yaml:8:9: audience.file: pipe.csv is not a regular file (a pipe, a device or a folder)"
+    ]
+
+
+def test_a_malformed_audience_is_a_validate_error(
+    check: Callable[[str], list[str]], tmp_path: Path
+) -> None:
+    (tmp_path / "customers.csv").write_text("id,first_name,id\n1,An,2\n")
+    assert check(GOOD_V1) == [
+        "c.yaml:8:9: audience.file: the audience cannot be read: customers.csv:1: "
+        "the column 'id' appears twice in the header (columns 1 and 3); one would silently win: "
+        "rename one"
+    ]

@@ -235,3 +235,19 @@ def test_invalid_rows_are_a_decision_not_a_surprise(
     assert sent.exit_code == 0, sent.output
     assert summary(Path("r"))["counts"]["invalid"] == 3
     assert len(server.arrivals) == 2
+
+
+def test_an_audience_outside_the_repository_needs_the_flag_and_is_named(
+    invoke: Callable[..., Result], write: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    write("export/people.csv", PEOPLE)
+    write("repo/c.yaml", CAMPAIGN.replace("file: people.csv", "file: ../export/people.csv"))
+    refused = invoke("plan", "repo/c.yaml")
+    assert refused.exit_code == 2
+    assert "is outside the campaign's repository" in refused.output
+    allowed = invoke("plan", "repo/c.yaml", "--audience-outside-repo", "--report", "p")
+    assert (
+        f"  audience outside the repository, on purpose: {tmp_path}/export/people.csv "
+        "(--audience-outside-repo)"
+    ) in allowed.output

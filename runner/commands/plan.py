@@ -50,8 +50,9 @@ def plan(
     state: str | None = None,
     retry_failed: bool = False,
     resend_uncertain: bool = False,
+    outside_repo: bool = False,
 ) -> PlanResult:
-    campaign = campaigns.load(path)
+    campaign = campaigns.load(path, outside_repo=outside_repo)
     base = api_base(SANDBOX_BASE, campaign.bot.api) if sandbox else None
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
     location = states.locate(state, campaign.path, campaign.name, sandbox)
@@ -128,8 +129,8 @@ def plan(
             "estimated_duration_s": round(planned / rate, 1),
             "exit_code": 2 if refusal else 0,
             "run_refuses": refusal,
-            "outside_repository": str(campaign.audience.file)
-            if campaign.audience.outside_repository
+            "outside_repository": str(campaign.audience.file.resolve())
+            if campaign.audience.file and campaign.audience.outside_repository
             else None,
             "note": "Dry run: nothing was sent.",
             "plan_file": str(out) if out else None,

@@ -41,6 +41,7 @@ class RunOptions:
     retry_failed: bool = False
     resend_uncertain: bool = False
     quiet: bool = False
+    outside_repo: bool = False  # the audience may lie outside the campaign's repository
 
 
 @dataclass
@@ -61,7 +62,7 @@ class RunResult:
 
 def run(targets: list[str], options: RunOptions) -> RunResult:
     paths = campaigns.expand(targets)
-    loaded = _load_all(paths)
+    loaded = _load_all(paths, options.outside_repo)
     if options.plan is not None:
         if len(loaded) != 1:
             raise UsageError("--plan checks one campaign file at a time")
@@ -73,6 +74,7 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
                 report_dir=_report_dir(options.report, c, len(loaded)),
                 sandbox=options.sandbox,
                 state=options.state,
+                outside_repo=options.outside_repo,
             )
             for c in loaded
         ]
@@ -95,11 +97,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _load_all(paths: list[Path]) -> list[Campaign]:
+def _load_all(paths: list[Path], outside_repo: bool) -> list[Campaign]:
     loaded, problems = [], []
     for path in paths:
         try:
-            loaded.append(campaigns.load(path))
+            loaded.append(campaigns.load(path, outside_repo=outside_repo))
         except InvalidCampaign as exc:
             problems += exc.problems
     if problems:

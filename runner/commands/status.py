@@ -12,8 +12,10 @@ from runner.model import Campaign
 from runner.secrets import MASK
 
 
-def status(path: Path, state_given: str | None, sandbox: bool = False) -> dict[str, Any]:
-    campaign = campaigns.load(path)
+def status(
+    path: Path, state_given: str | None, sandbox: bool = False, *, outside_repo: bool = False
+) -> dict[str, Any]:
+    campaign = campaigns.load(path, outside_repo=outside_repo)
     location = state.locate(state_given, campaign.path, campaign.name, sandbox)
     report = state.status_report(location, campaign.name)
     report["not_attempted"] = _not_attempted(campaign, location)

@@ -48,8 +48,10 @@ class ValidateResult:
         return "\n".join(lines)
 
 
-def validate(targets: list[str]) -> ValidateResult:
+def validate(targets: list[str], *, outside_repo: bool = False) -> ValidateResult:
     paths = expand(targets)
     if not paths:
         raise UsageError("no campaign files found in " + ", ".join(targets))
-    return ValidateResult(tuple(FileReport(p, tuple(problems_of(p)[0])) for p in paths))
+    return ValidateResult(
+        tuple(FileReport(p, tuple(problems_of(p, outside_repo=outside_repo)[0])) for p in paths)
+    )
