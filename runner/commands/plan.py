@@ -163,7 +163,7 @@ def text(result: PlanResult) -> str:
     if s.get("outside_repository"):
         lines.append(
             f"  audience outside the repository, on purpose: {s['outside_repository']} "
-            "(audience.outside_repository: true)"
+            "(--audience-outside-repo)"
         )
     if s.get("run_refuses"):
         lines += ["", "RUN WOULD REFUSE TO START:", *s["run_refuses"].splitlines()]
