@@ -218,7 +218,14 @@ def _check_template(
     except render.TemplateSyntaxProblem as exc:
         problem(exc.lineno, exc.message)
         return
+    reads = render.customer_fields(field.source)
     if columns is not None:
-        for name, lineno in render.customer_fields(field.source):
+        for name, lineno in reads:
             if name not in columns:
                 problem(lineno, _no_column(name, columns))
+    if not reads and "customer" not in field.source:
+        failure = render.render_constant(
+            field.source, {"vars": variables, "campaign": {"name": "", "description": ""}}
+        )
+        if failure:
+            problem(1, f"this template fails for every customer: {failure}")

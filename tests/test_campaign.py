@@ -596,3 +596,25 @@ def test_a_malformed_audience_is_a_validate_error(
         "the column 'id' appears twice in the header (columns 1 and 3); one would silently win: "
         "rename one"
     ]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        (
+            "{{ vars['update']({'x': 1}) }}",
+            "c.yaml:15:15: message.attributes.greeting: templates read values, not methods: vars "
+            "has no method to call (write customer.x, vars.x, campaign.name)",
+        ),
+        (
+            "{{ 'x' * 10**9 }}",
+            "c.yaml:15:15: message.attributes.greeting: this template fails for every customer: "
+            "a value longer than 64 KB in the message templates",
+        ),
+    ],
+)
+def test_templates_that_call_methods_or_always_break_a_limit_are_refused(
+    check: Callable[[str], list[str]], template: str, expected: str
+) -> None:
+    text = GOOD_V1.replace("Hi {{ customer.first_name | default('there') }}", template)
+    assert check(text) == [expected]

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from runner.model import Field
@@ -116,3 +119,51 @@ def test_failing_rows_do_not_recompile_templates(monkeypatch: pytest.MonkeyPatch
     for i in range(50):
         assert isinstance(r.render({"id": str(i), "ok": "y"}), Skip)
     assert len(compiled) == 3  # the where expression and each field, each once
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        (
+            "{{ vars['update']({'x': customer.n}) }}",
+            "undefined: 'dict object' has no attribute 'update' in message.a",
+        ),
+        ("{{ customer['keys']() }}", "missing value: customer.keys in message.a"),
+        (
+            "{{ customer.tags.append(2) }}",
+            "unsafe template: access to attribute 'append' of 'list' object is unsafe. in "
+            "message.a",
+        ),
+        ("{{ 'x' * 10**9 }}", "a value longer than 64 KB in the message templates"),
+        ("{{ 10 ** 100000 }}", "a power too large in the message templates"),
+        (
+            "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
+            "rendering took longer than 100 ms in the message templates",
+        ),
+        (
+            "{% for a in range(3000) %}{{ customer.n * 30 }}{% endfor %}",
+            "message.a renders longer than 64 KB",
+        ),
+    ],
+)
+def test_templates_see_data_and_stay_within_limits(source: str, reason: str) -> None:
+    shared_vars: dict[str, Any] = {"season": "spring"}
+    renderer = Renderer(
+        [Field(("message", "a"), source)], None, {"vars": shared_vars, "campaign": {}}
+    )
+    started = time.perf_counter()
+    assert renderer.render({"n": "An", "tags": [1]}) == reason
+    assert time.perf_counter() - started < 2
+    assert shared_vars == {"season": "spring"}  # one row can never change the next one's
+
+
+def test_recipient_keys_are_compared_after_nfc_and_trimming() -> None:
+    from runner.apis import v1
+    from runner.model import Endpoint, V1Message
+
+    build = v1.builder(V1Message(user_id="x", block_name="B"), Endpoint("http://h", "b", "t")).build
+    composed, decomposed = "Nguy\u1ec5n", "Nguye\u0302\u0303n"
+    first = build([f" {composed} ", "B"])
+    second = build([decomposed, "B"])
+    assert not isinstance(first, str) and not isinstance(second, str)
+    assert first[0] == second[0] == composed

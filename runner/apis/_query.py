@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -113,6 +114,8 @@ class QueryBuilder:
         user_id = values[0].strip()
         if not user_id:
             return "no recipient id"
+        if not user_id.isascii():  # the same person however their id was typed
+            user_id = unicodedata.normalize("NFC", user_id)
         if not values[1]:
             return f"{self._block_param} renders empty"
         parts = [self._prefix, _q(user_id), self._token_part, _q(values[1])]

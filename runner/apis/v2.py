@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -95,7 +96,7 @@ class Builder:
 
     def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
         n_ids, n_tokens = len(self._ids), len(self._tokens)
-        ids = {key: value.strip() for key, value in zip(self._ids, values[:n_ids], strict=True)}
+        ids = {key: _key(value) for key, value in zip(self._ids, values[:n_ids], strict=True)}
         recipient = next((ids[k] for k in self._key_order if ids.get(k)), "")
         if not recipient:
             return "no recipient id"
@@ -111,6 +112,12 @@ class Builder:
                 body[key] = value
         body.update(self._constant)
         return recipient, Request("POST", self._url, self._headers, orjson.dumps(body))
+
+
+def _key(value: str) -> str:
+    """An identifier as it is compared: trimmed, Unicode NFC (the same person however typed)."""
+    value = value.strip()
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
 
 
 def builder(message: V2Message, endpoint: Endpoint) -> Builder:
