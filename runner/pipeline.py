@@ -125,7 +125,7 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
                 yield Skipped(n, values, None, Status.INVALID)
             continue
         built = build(values)
-        if type(built) is str:
+        if isinstance(built, str):
             yield Skipped(n, built, None, Status.INVALID)
             continue
         recipient, request = built

@@ -1,96 +1,166 @@
-"""`plan --out PLAN.json` and `run --plan PLAN.json`: the reviewed plan is what runs.
+"""`plan --out PLAN.json` and `run --plan PLAN.json`: what a reviewer approved is what is sent.
 
-The digest holds every rendered request (token masked) and the hashes of the campaign file and
-its audience; `run --plan` refuses when either no longer matches.
+A plan file is meant for git, so it holds no customer's data: the hashes of the campaign file
+and its audience, how many requests the campaign renders, one digest of all of them, a short
+salted digest per request (so that `run --plan` can say *which* rows differ without the file
+saying anything about the people behind them), and the request template with the token
+masked. The readable sample requests go to the plan's report and job summary instead.
+
+`run --plan` renders the campaign again and compares the requests themselves, not only the
+input hashes: an edited plan, or a campaign changed since, refuses (exit 2) saying what
+differs. The digests cover every request the campaign renders, whatever the state says, so a
+canary run (`--limit`) between the plan and the rest does not invalidate it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
-from runner import __version__
+from runner import __version__, apis, pipeline
 from runner.campaign import file_digest
 from runner.errors import PlanMismatch, UsageError
-from runner.model import Campaign
+from runner.model import Campaign, Endpoint
 from runner.pipeline import Prepared
 
-FORMAT = "campaign-plan/1"
+FORMAT = "campaign-plan/2"
+_ROW_DIGEST = 6  # bytes of each request's salted digest
+_LISTED = 10  # rows named when a plan no longer matches
+
+
+class Digest:
+    """The digests of every request a campaign renders, in order."""
+
+    def __init__(self, salt: bytes) -> None:
+        self.salt = salt
+        self.count = 0
+        self._all = hashlib.sha256()
+        self._rows = bytearray()
+
+    def add(self, item: Prepared) -> bytes:
+        """Take one request; its short salted digest."""
+        request = item.request
+        line = orjson.dumps(
+            [
+                item.recipient,
+                request.method,
+                request.url,
+                request.body.decode() if request.body else None,
+            ]
+        )
+        self._all.update(line + b"\n")
+        short = hashlib.blake2b(line, key=self.salt, digest_size=_ROW_DIGEST).digest()
+        self._rows += short
+        self.count += 1
+        return short
+
+    @property
+    def requests_sha256(self) -> str:
+        return self._all.hexdigest()
+
+    @property
+    def rows(self) -> str:
+        return self._rows.hex()
 
 
 def fingerprint(campaign: Campaign) -> dict[str, Any]:
     audience = campaign.audience.file
     return {
         "campaign": campaign.name,
-        "campaign_file": str(campaign.path),
         "campaign_sha256": file_digest(campaign.path),
-        "audience_file": str(audience) if audience else None,
         "audience_sha256": file_digest(audience) if audience and audience.is_file() else None,
     }
 
 
-class DigestWriter:
-    """Streams the digest: the header, every request as it is rendered, then the totals."""
-
-    def __init__(self, path: Path, campaign: Campaign, limit: int | None) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._out: BinaryIO = path.open("wb")
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot write the plan here: {exc.strerror}") from None
-        self._path = path
-        header = {
-            "format": FORMAT,
-            "runner_version": __version__,
-            **fingerprint(campaign),
-            "limit": limit,
-        }
-        self._out.write(orjson.dumps(header)[:-1] + b',"requests":[\n')
-        self._hash = hashlib.sha256()
-        self._count = 0
-
-    def add(self, item: Prepared) -> None:
-        line = orjson.dumps(
-            {"row": item.row, "recipient": item.recipient, "request": item.request.for_report()}
-        )
-        self._hash.update(line + b"\n")
-        self._out.write((b",\n" if self._count else b"") + line)
-        self._count += 1
-
-    def discard(self) -> None:
-        """Close and remove a digest that will not be finished."""
-        self._out.close()
-        self._path.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        trailer = {"count": self._count, "requests_sha256": self._hash.hexdigest()}
-        self._out.write(b"\n]," + orjson.dumps(trailer)[1:] + b"\n")
-        self._out.close()
+def template(campaign: Campaign, target: Endpoint) -> dict[str, Any]:
+    """The request with each template in place of its values: what every request looks like,
+    with no customer in it (the token is masked in ``target``)."""
+    api = apis.module(campaign.bot.api)
+    sources = [field.source for field in api.template_fields(campaign.message)]
+    built = api.builder(campaign.message, target).build(sources)
+    if isinstance(built, str):
+        return {"error": built}
+    return built[1].for_report()
 
 
-def verify(plan_path: Path, campaign: Campaign) -> None:
+def refuse_target(out: Path, campaign: Campaign) -> None:
+    """`--out` never writes onto the campaign file or a file it reads."""
+    reads = [campaign.path] + ([campaign.audience.file] if campaign.audience.file else [])
+    target = out.resolve()
+    for path in reads:
+        if path.resolve() == target:
+            raise UsageError(
+                f"{out}: refusing to write the plan onto {path}, which the campaign reads; "
+                "choose another file (e.g. campaigns/NAME.plan.json)"
+            )
+
+
+def write(
+    out: Path, campaign: Campaign, limit: int | None, digest: Digest, shape: dict[str, Any]
+) -> None:
+    """Write the plan file atomically: a reviewer never sees half a plan."""
+    content = {
+        "format": FORMAT,
+        "runner_version": __version__,
+        **fingerprint(campaign),
+        "limit": limit,
+        "count": digest.count,
+        "requests_sha256": digest.requests_sha256,
+        "salt": digest.salt.hex(),
+        "template": shape,
+        "rows": digest.rows,
+    }
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            file.write(
+                orjson.dumps(content, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            )
+        os.replace(temporary, out)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the plan here: {exc.strerror}") from None
+
+
+def verify(plan_path: Path, campaign: Campaign, target: Endpoint) -> None:
     """Raise `PlanMismatch` saying what changed since the plan was made."""
-    header = _read_header(plan_path)
-    if header.get("format") != FORMAT:
-        raise UsageError(f"{plan_path}: not a campaign plan (expected format {FORMAT})")
-    if header.get("limit") is not None:
+    plan = _read(plan_path)
+    if plan.get("limit") is not None:
         raise PlanMismatch(
-            f"{plan_path}: the plan covers only the first {header['limit']} rows; "
+            f"{plan_path}: the plan covers only the first {plan['limit']} rows; "
             "make the reviewed plan without --limit"
         )
     current = fingerprint(campaign)
     changed = []
-    if header.get("campaign") != current["campaign"]:
+    if plan.get("campaign") != current["campaign"]:
         changed.append(
-            f"it is a plan of campaign {header.get('campaign')!r}, not {current['campaign']!r}"
+            f"it is a plan of campaign {plan.get('campaign')!r}, not {current['campaign']!r}"
         )
-    if header.get("campaign_sha256") != current["campaign_sha256"]:
+    if plan.get("campaign_sha256") != current["campaign_sha256"]:
         changed.append(f"the campaign file {campaign.path} changed since the plan")
-    if header.get("audience_sha256") != current["audience_sha256"]:
-        changed.append(f"the audience {current['audience_file']} changed since the plan")
+    if plan.get("audience_sha256") != current["audience_sha256"]:
+        changed.append(f"the audience {campaign.audience.file} changed since the plan")
+    try:
+        salt = bytes.fromhex(str(plan.get("salt", "")))
+        planned = bytes.fromhex(str(plan.get("rows", "")))
+    except ValueError:
+        raise PlanMismatch(
+            f"{plan_path}: the plan's digests are damaged; make a new plan"
+        ) from None
+    digest = Digest(salt)
+    new_rows = []
+    for item in pipeline.prepare(campaign, target):
+        if isinstance(item, Prepared):
+            new_rows.append((item.row, digest.add(item)))
+    if digest.count != plan.get("count") or digest.requests_sha256 != plan.get("requests_sha256"):
+        changed.append(_which(planned, new_rows, plan.get("count"), digest.count))
     if changed:
         raise PlanMismatch(
             f"{plan_path} no longer matches: "
@@ -99,23 +169,35 @@ def verify(plan_path: Path, campaign: Campaign) -> None:
         )
 
 
-def _read_header(plan_path: Path) -> dict[str, Any]:
-    import ijson
+def _which(planned: bytes, now: list[tuple[int, bytes]], count: Any, count_now: int) -> str:
+    """Which rows render a request the plan does not hold."""
+    reviewed = Counter(planned[i : i + _ROW_DIGEST] for i in range(0, len(planned), _ROW_DIGEST))
+    differ = []
+    for row, short in now:
+        if reviewed[short] > 0:
+            reviewed[short] -= 1
+        else:
+            differ.append(row)
+    text = f"the rendered requests differ from the reviewed ones ({count} planned, {count_now} now"
+    if differ:
+        shown = ", ".join(str(r) for r in differ[:_LISTED]) + (
+            ", ..." if len(differ) > _LISTED else ""
+        )
+        text += f"; {len(differ)} not in the plan: row{'s' if len(differ) > 1 else ''} {shown}"
+    return text + ")"
 
-    header: dict[str, Any] = {}
+
+def _read(plan_path: Path) -> dict[str, Any]:
     try:
-        with plan_path.open("rb") as handle:
-            for prefix, event, value in ijson.parse(handle):
-                if prefix == "requests":
-                    break
-                if (
-                    event in ("string", "number", "null", "boolean")
-                    and "." not in prefix
-                    and prefix
-                ):
-                    header[prefix] = value
+        data = orjson.loads(plan_path.read_bytes())
     except FileNotFoundError:
         raise UsageError(f"{plan_path}: plan file not found") from None
-    except ijson.JSONError as exc:
+    except (OSError, orjson.JSONDecodeError) as exc:
         raise UsageError(f"{plan_path}: not a readable plan: {exc}") from None
-    return header
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UsageError(f"{plan_path}: not a campaign plan (expected format {FORMAT})")
+    return data
+
+
+def new_digest() -> Digest:
+    return Digest(secrets.token_bytes(16))

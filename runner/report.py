@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
@@ -262,6 +263,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def decoded(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """A request as a person reads it: (name, value) pairs, percent-encoding undone; V1 and
+    Chatfuel from the URL's query, V2 from the body (each message's text)."""
+    url = urlsplit(request["url"])
+    pairs: list[tuple[str, str]] = []
+    if "/users/" in url.path:  # V1 and Chatfuel: /bots/{bot}/users/{user}/send
+        pairs.append(("to", unquote(url.path.rsplit("/users/", 1)[1].removesuffix("/send"))))
+    pairs += parse_qsl(url.query, keep_blank_values=True)
+    body = request.get("body")
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key == "messages" and isinstance(value, list):
+                pairs += [(f"message {i}", str(m.get("text", ""))) for i, m in enumerate(value, 1)]
+            else:
+                pairs.append(
+                    (key, value if isinstance(value, str) else orjson.dumps(value).decode())
+                )
+    return pairs
+
+
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
     counts = summary["counts"]
     lines = [f"## {inert.markdown(title)}", "", "| status | count |", "| --- | ---: |"]
@@ -302,6 +323,16 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
             http = group["http_status"] or ""
             words = inert.markdown(group["error"])
             lines.append(f"| {group['status']} | {http} | {words} | {group['count']} |")
+    for sample in summary.get("samples") or []:
+        lines += ["", f"Row {sample['row']}:", "", "| | |", "| --- | --- |"]
+        lines += [
+            f"| {inert.markdown(name)} | {inert.markdown(_shown(value))} |"
+            for name, value in decoded(sample["request"])
+        ]
     if summary.get("note"):
         lines += ["", f"**{inert.markdown(summary['note'])}**"]
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: str, limit: int = 300) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"

@@ -229,15 +229,20 @@ def test_the_reviewed_plan_is_what_runs(
     server = mock()
     path = v1_campaign(server.url, rows=3)
     assert invoke("plan", path, "--out", "plan.json", "--report", "p").exit_code == 0
-    digest = json.loads(Path("plan.json").read_text())
-    assert digest["count"] == 3 and len(digest["requests"]) == 3
-    assert "bot_token=***" in digest["requests"][0]["request"]["url"]
+    text = Path("plan.json").read_text()
+    digest = json.loads(text)
+    assert digest["count"] == 3 and len(digest["rows"]) == 3 * 12
+    # A file for git: no customer's id or name, the token masked in the template.
+    assert "Name1" not in text and "users/1/" not in text and "s3cr3t" not in text
+    assert digest["template"]["url"].startswith(f"{server.url}/bots/6123abcd/users/")
+    assert "bot_token=***" in digest["template"]["url"]
     (tmp_path / "customers.csv").write_text("id,first_name\n1,A\n2,B\n3,C\n4,Intruder\n")
     refused = invoke("run", path, "--plan", "plan.json")
     assert refused.exit_code == 2
     assert refused.output == (
         f"plan.json no longer matches: the audience {tmp_path}/customers.csv changed since the "
-        "plan. Make and review a new plan (campaign plan --out).\n"
+        "plan; the rendered requests differ from the reviewed ones (3 planned, 4 now; 4 not in "
+        "the plan: rows 1, 2, 3, 4). Make and review a new plan (campaign plan --out).\n"
     )
     assert server.arrivals == []
     assert invoke("plan", path, "--out", "plan.json", "--report", "p2").exit_code == 0
@@ -246,6 +251,39 @@ def test_the_reviewed_plan_is_what_runs(
     path.write_text(path.read_text().replace("Spring Sale", "Autumn Sale"))
     changed = invoke("run", path, "--plan", "plan.json")
     assert changed.exit_code == 2 and f"the campaign file {path} changed" in changed.output
+
+
+def test_an_edited_plan_cannot_authorise_other_requests(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=3)
+    invoke("plan", path, "--out", "plan.json", "--report", "p")
+    reviewed = json.loads(Path("plan.json").read_text())
+    # The hashes of the inputs still match, but the requests it vouches for were swapped.
+    forged = {**reviewed, "count": 1, "requests_sha256": "0" * 64, "rows": reviewed["rows"][:12]}
+    Path("plan.json").write_text(json.dumps(forged))
+    refused = invoke("run", path, "--plan", "plan.json")
+    assert refused.exit_code == 2
+    assert (
+        "the rendered requests differ from the reviewed ones (1 planned, 3 now; 2 not in the "
+        "plan: rows 2, 3)"
+    ) in refused.output
+    assert server.arrivals == []
+
+
+@pytest.mark.parametrize("target", ["test-campaign.yaml", "customers.csv"])
+def test_plan_out_never_overwrites_what_the_campaign_reads(
+    invoke: Callable[..., Result], v1_campaign: Callable[..., Path], tmp_path: Path, target: str
+) -> None:
+    path = v1_campaign("http://127.0.0.1:9", rows=2)
+    before = (tmp_path / target).read_bytes()
+    result = invoke("plan", path, "--out", target)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"{target}: refusing to write the plan onto ")
+    assert (tmp_path / target).read_bytes() == before
 
 
 def test_a_limited_plan_cannot_authorise_a_run(

@@ -8,11 +8,15 @@ reviewer sees is what is sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import ModuleType
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
+
+if TYPE_CHECKING:
+    from runner.model import Endpoint, Field, Message
+
+Problems = list[tuple[tuple[str | int, ...], str]]
 
 
 class Request(NamedTuple):
@@ -32,18 +36,39 @@ class Request(NamedTuple):
         }
 
 
-def module(api: str) -> ModuleType:
+class Builder(Protocol):
+    """Rendered values (in `Api.template_fields` order) -> (recipient key, request), or the
+    reason this row cannot become a request."""
+
+    def build(self, values: Sequence[str]) -> tuple[str, Request] | str: ...
+
+
+class Api(Protocol):
+    """What an API module offers; `runner.apis.v1`, `.v2` and `.chatfuel` are each one."""
+
+    def parse_message(self, data: dict[str, Any]) -> Message: ...
+
+    # The message is the module's own kind (V1Message or V2Message), given back to it.
+    def template_fields(self, message: Any) -> list[Field]: ...
+
+    def check(self, data: dict[str, Any]) -> Problems: ...
+
+    def builder(self, message: Any, endpoint: Endpoint) -> Builder: ...
+
+
+def module(api: str) -> Api:
     from runner.apis import chatfuel, v1, v2
 
-    return {"v1": v1, "v2": v2, "chatfuel": chatfuel}[api]
+    apis: dict[str, Api] = {"v1": v1, "v2": v2, "chatfuel": chatfuel}
+    return apis[api]
 
 
 # Attribute names that would collide with the API's own query parameters.
 RESERVED_PARAMETERS = frozenset({"bot_token", "block_name", "block_id", "messaging_tag"})
 
 
-def check_attributes(attributes: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+def check_attributes(attributes: Any) -> Problems:
+    problems: Problems = []
     if not isinstance(attributes, Mapping):
         return problems  # the schema reports the wrong type
     for name in attributes:

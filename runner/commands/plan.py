@@ -14,11 +14,9 @@ from typing import Any
 import orjson
 
 from runner import campaign as campaigns
-from runner import inert, pipeline, repository
+from runner import inert, pipeline, plandigest, repository
 from runner import state as states
-from runner.errors import UsageError
 from runner.model import Campaign, api_base
-from runner.plandigest import DigestWriter
 from runner.report import ReportWriter, default_folder, line
 from runner.secrets import MASK
 from runner.status import Status
@@ -63,13 +61,10 @@ def plan(
             campaign.name,
             "sandbox-plan" if sandbox else "plan",
         )
-        digest = DigestWriter(out, campaign, limit) if out else None
-        try:
-            writer = ReportWriter(directory)
-        except UsageError:
-            if digest:
-                digest.discard()
-            raise
+        if out is not None:
+            plandigest.refuse_target(out, campaign)
+        digest = plandigest.new_digest() if out else None
+        writer = ReportWriter(directory)
         samples: list[dict[str, Any]] = []
         started = time.perf_counter()
         items = pipeline.prepare(campaign, target)
@@ -81,6 +76,8 @@ def plan(
             if isinstance(item, pipeline.Skipped):
                 write(line(item.row, item.recipient, item.status, reason=item.reason))
                 continue
+            if digest:  # every request the campaign renders, whatever the state says
+                digest.add(item)
             if history:
                 found = pipeline.earlier(
                     item,
@@ -97,12 +94,10 @@ def plan(
             write(entry)
             if len(samples) < SAMPLES:
                 samples.append({"row": item.row, "recipient": item.recipient, "request": request})
-            if digest:
-                digest.add(item)
     finally:
         reader.close()
-    if digest:
-        digest.close()
+    if out is not None and digest is not None:
+        plandigest.write(out, campaign, limit, digest, plandigest.template(campaign, target))
     planned = writer.tally.counts[Status.PLANNED]
     rate = campaign.bot.rate_limit
     tally = writer.tally
@@ -134,6 +129,7 @@ def plan(
             else None,
             "note": "Dry run: nothing was sent.",
             "plan_file": str(out) if out else None,
+            "samples": samples[:3],  # for the job summary: messages a reviewer can read
         },
         title=f"Plan: {campaign.name}",
     )

@@ -66,7 +66,8 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
     if options.plan is not None:
         if len(loaded) != 1:
             raise UsageError("--plan checks one campaign file at a time")
-        plandigest.verify(options.plan, loaded[0])
+        c = loaded[0]
+        plandigest.verify(options.plan, c, pipeline.endpoint(c, strict=False, token=MASK))
     if options.dry_run:  # with --plan: "does the reviewed plan still match?", sending nothing
         plans = [
             plan(
