@@ -194,6 +194,12 @@ class ReportWriter:
     def flush(self) -> None:
         self._results.flush()
 
+    def close(self) -> None:
+        """Close the files without a summary (the command failed before its end)."""
+        self._results.close()
+        if self._undelivered is not None:
+            self._undelivered.close()
+
     def finish(self, summary: dict[str, Any], title: str) -> dict[str, Any]:
         """Close the files, write summary.json, summary.md, undelivered.csv; the summary."""
         self._results.close()

@@ -97,7 +97,11 @@ def plan(
     finally:
         reader.close()
     if out is not None and digest is not None:
-        plandigest.write(out, campaign, limit, digest, plandigest.template(campaign, target))
+        try:
+            plandigest.write(out, campaign, limit, digest, plandigest.template(campaign, target))
+        except BaseException:
+            writer.close()
+            raise
     planned = writer.tally.counts[Status.PLANNED]
     rate = campaign.bot.rate_limit
     tally = writer.tally
