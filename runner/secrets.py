@@ -86,9 +86,13 @@ def encodings(secret: str) -> set[str]:
     return forms
 
 
+HEAD = 6  # characters of a secret's head that are masked wherever they appear
+
+
 class Masker:
-    """Replaces secrets, raw or encoded, with ``***`` in any text bound for output. Mask
-    before shortening a text, never after: a cut can leave a secret's head behind."""
+    """Replaces secrets with ``***`` in any text bound for output: whole or in part (a text
+    cut by someone else inside a secret still shows its head, which is masked too), raw or in
+    any encoding the product sends it in. Mask before shortening a text, never after."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms: set[str] = set()
@@ -97,9 +101,37 @@ class Masker:
                 forms.update(encodings(secret))
         # Longest first, so that an encoded form is not half-masked by a shorter one.
         self._forms = sorted(forms, key=len, reverse=True)
+        self._heads: dict[str, list[str]] = {}
+        for form in self._forms:
+            self._heads.setdefault(form[:HEAD], []).append(form)
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to mask at all."""
+        return bool(self._heads)
 
     def __call__(self, text: str) -> str:
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, MASK)
+        for head, forms in self._heads.items():
+            if head in text:
+                text = _mask(text, head, forms)
         return text
+
+
+def _mask(text: str, head: str, forms: list[str]) -> str:
+    """Mask each run of ``text`` that is one of ``forms`` (which share ``head``), or a head of
+    one at least `HEAD` long: the longest such run at each place."""
+    out = []
+    start = 0
+    while (found := text.find(head, start)) != -1:
+        end = found + len(head)
+        for form in forms:
+            stop = found + len(head)
+            while (
+                stop < len(text) and stop - found < len(form) and text[stop] == form[stop - found]
+            ):
+                stop += 1
+            end = max(end, stop)
+        out += [text[start:found], MASK]
+        start = end
+    out.append(text[start:])
+    return "".join(out)

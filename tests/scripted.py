@@ -60,6 +60,10 @@ class ScriptedAPI:
         if behaviour == "slow":
             await asyncio.sleep(self.slow_seconds)
             return web.json_response({"success": True})
+        if behaviour == "evil":  # an answer that tries to drive the terminal and the summary
+            return web.json_response(
+                {"success": False, "result": "\x1b]0;PWNED\x07<script>x</script> `rm` | col"}
+            )
         if behaviour == "gateway":
             return web.Response(status=504, text="Gateway Timeout")
         if behaviour == "notfound":

@@ -203,3 +203,19 @@ async def test_undelivered_csv_lists_who_to_re_target_with_their_own_columns(
         ["2", "Name2", "failed", "user blocked the bot"],
         ["4", "Name4", "uncertain", "Gateway Timeout"],
     ]
+
+
+async def test_an_answer_cannot_drive_the_terminal_or_the_summary(
+    aiohttp_server: Any, v1_campaign: Callable[..., Path], capsys: Any
+) -> None:
+    from runner.commands.run import text
+
+    api = ScriptedAPI(scripts={"1": ["evil"]})
+    path = v1_campaign(await serve(api, aiohttp_server), rows=1)
+    result = await broadcast(path)
+    shown = text(result)
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "?]0;PWNED?<script>" in shown
+    markdown = (Path("out") / "summary.md").read_text()
+    assert "\x1b" not in markdown and "<script>" not in markdown and "`rm`" not in markdown
+    assert r"\<script\>" in markdown and r"\`rm\`" in markdown

@@ -251,3 +251,19 @@ def test_an_audience_outside_the_repository_needs_the_flag_and_is_named(
         f"  audience outside the repository, on purpose: {tmp_path}/export/people.csv "
         "(--audience-outside-repo)"
     ) in allowed.output
+
+
+def test_a_bot_id_read_from_the_environment_is_never_shown(
+    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLAN_TOKEN", "tok-12345")
+    monkeypatch.setenv("SECRET_BOT", "bot-9f8e7d6c")
+    write("c.yaml", CAMPAIGN.replace('id: "6123abcd"', "id: ${SECRET_BOT}"))
+    write("people.csv", "id,first_name,opted_in\n1,An,yes\n")
+    result = invoke("plan", "c.yaml", "--report", "p", "--out", "c.plan.json")
+    assert result.exit_code == 0, result.output
+    assert "bot-9f8e7d6c" not in result.output
+    assert "/bots/***/users/1/send" in result.output
+    for name in ("results.jsonl", "summary.json", "summary.md"):
+        assert "bot-9f8e7d6c" not in (Path("p") / name).read_text()
+    assert "bot-9f8e7d6c" not in Path("c.plan.json").read_text()

@@ -18,7 +18,7 @@ from runner import inert, pipeline, plandigest, repository
 from runner import state as states
 from runner.model import Campaign, api_base
 from runner.report import ReportWriter, default_folder, line
-from runner.secrets import MASK
+from runner.secrets import MASK, Masker
 from runner.status import Status
 
 SAMPLES = 5
@@ -53,6 +53,7 @@ def plan(
     campaign = campaigns.load(path, outside_repo=outside_repo)
     base = api_base(SANDBOX_BASE, campaign.bot.api) if sandbox else None
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
+    masker = Masker()  # every value this process read from the environment
     location = states.locate(state, campaign.path, campaign.name, sandbox)
     reader = states.open_reader(location, campaign.name)
     try:
@@ -89,6 +90,8 @@ def plan(
                     writer.write_earlier(found)
                     continue
             request = item.request.for_report()
+            if masker.active:  # a bot id or base URL read from the environment
+                request["url"] = masker(request["url"])
             entry = line(item.row, item.recipient, Status.PLANNED)
             entry["request"] = request
             write(entry)
@@ -98,7 +101,10 @@ def plan(
         reader.close()
     if out is not None and digest is not None:
         try:
-            plandigest.write(out, campaign, limit, digest, plandigest.template(campaign, target))
+            shape = plandigest.template(campaign, target)
+            if "url" in shape:
+                shape["url"] = masker(shape["url"])
+            plandigest.write(out, campaign, limit, digest, shape)
         except BaseException:
             writer.close()
             raise
