@@ -73,12 +73,11 @@ def serve(port: int, rate: int) -> None:
         server = MockServer(MockOptions(rate=rate, keep_params=False))
         app = server.app()
 
-        async def stats(request: web.Request) -> web.Response:
+        async def stats(_request: web.Request) -> web.Response:
             return web.json_response(stats_of(server))
 
-        async def reset(request: web.Request) -> web.Response:
-            server.arrivals.clear()
-            server._windows.clear()
+        async def reset(_request: web.Request) -> web.Response:
+            server.reset()
             return web.json_response({})
 
         app.router.add_get("/_stats", stats)
@@ -87,7 +86,7 @@ def serve(port: int, rate: int) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
         await site.start()
-        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        print(runner.addresses[-1][1], flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())

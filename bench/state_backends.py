@@ -21,7 +21,9 @@ BIG_RATE = 1_000_000
 
 def rate_of(stats: dict[str, object]) -> float:
     count, first, last = stats["count"], stats["first"], stats["last"]
-    assert isinstance(count, int) and isinstance(first, float) and isinstance(last, float)
+    assert isinstance(count, int)
+    assert isinstance(first, float)
+    assert isinstance(last, float)
     return (count - 1) / (last - first)
 
 

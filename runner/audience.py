@@ -48,7 +48,8 @@ def format_of(path: Path, declared: str | None) -> str | None:
 def rows(audience: Audience) -> Iterator[Row]:
     if audience.customers is not None:
         return _inline(audience.customers)
-    assert audience.file is not None and audience.format is not None
+    assert audience.file is not None
+    assert audience.format is not None
     if not audience.file.is_file():
         raise AudienceError(f"{audience.file}: audience file not found")
     reader = {"csv": _csv, "jsonl": _jsonl, "json": _json_array}[audience.format]
@@ -60,7 +61,8 @@ def columns(audience: Audience) -> set[str]:
     `COLUMNS_FROM` JSON records, or of every inline record. Raises `AudienceError`."""
     if audience.customers is not None:
         return {str(k) for record in audience.customers for k in record}
-    assert audience.file is not None and audience.format is not None
+    assert audience.file is not None
+    assert audience.format is not None
     if audience.format == "csv":
         with _open_text(audience.file) as handle:
             return set(

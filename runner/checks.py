@@ -1,4 +1,4 @@
-"""The rules a JSON Schema cannot state (SPEC §2), each pointing at its line."""
+"""The rules a JSON Schema cannot state, each pointing at its line."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The `campaign` command line: parse arguments, call the core, turn errors into exit codes.
 
 This is the only module that knows click, and the one place where a `CampaignError` becomes a
-message on stderr and an exit code (SPEC §3). Anything else is a bug and keeps its traceback.
+message on stderr and an exit code
+(the README's table). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def schema() -> int:
     return 0
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _terminate(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -107,7 +107,7 @@ class JobRun:
 
 
 async def _headers_sent(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
 ) -> None:
     pacer, slot = context.trace_request_ctx
     pacer.sent(slot)
@@ -167,9 +167,9 @@ class Engine:
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
-                source.close()  # type: ignore[attr-defined]
+                source.close()
 
-    def _to_send(self, run: JobRun) -> Iterator[Prepared | object]:
+    def _to_send(self, run: JobRun) -> Generator[Prepared | object, None, None]:
         """The recipients to send, in order; skips are reported on the way.
 
         Yields `_PAUSE` after a long run of rows with nothing to send (a rerun skipping a
@@ -209,7 +209,10 @@ class Engine:
             job.report.not_reached(len(chunk) - done)
 
     async def _worker(
-        self, run: JobRun, source: Iterator[Prepared | object], session: aiohttp.ClientSession
+        self,
+        run: JobRun,
+        source: Generator[Prepared | object, None, None],
+        session: aiohttp.ClientSession,
     ) -> None:
         job = run.job
         claim = job.state.claim

@@ -1,6 +1,6 @@
 """A local stand-in for the Broadcasting APIs, for rehearsals (`--sandbox`), tests and benchmarks.
 
-It answers as SPEC §1 documents: V1 and Chatfuel at ``/bots/{bot}/users/{user}/send``, V2 at
+It answers as the API documents say: V1 and Chatfuel at ``/bots/{bot}/users/{user}/send``, V2 at
 ``/public/bots/{bot}/send``; checks the required parameters; enforces a per-bot rate in any
 one-second window with 429 and Retry-After; injects reproducible failures; and keeps every
 arrival so that tests and benchmarks can measure what reached the server.
@@ -78,10 +78,13 @@ class MockServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.port = int(self._runner.addresses[-1][1])
         return f"http://{host}:{self.port}"
+
+    def reset(self) -> None:
+        """Forget every arrival and every rate window (between benchmark rounds)."""
+        self.arrivals.clear()
+        self._windows.clear()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -89,7 +92,7 @@ class MockServer:
         if self._log is not None:
             self._log.close()
 
-    async def _index(self, request: web.Request) -> web.Response:
+    async def _index(self, _request: web.Request) -> web.Response:
         return web.Response(text=_PAGE)
 
     async def _v1(self, request: web.Request) -> web.Response:

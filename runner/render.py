@@ -68,7 +68,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                 return self.undefined(obj=obj, name=argument)
         return super().getitem(obj, argument)
 
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+    def call_binop(self, _context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for times, thing in ((right, left), (left, right)):
                 if (
@@ -371,7 +371,7 @@ class _Deadline:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._previous)
 
-    def _fire(self, signum: int, frame: object) -> None:
+    def _fire(self, _signum: int, _frame: object) -> None:
         if self._armed:
             self._armed = False
             raise RenderLimit(f"rendering took longer than {MAX_SECONDS * 1000:.0f} ms")

@@ -80,6 +80,6 @@ async def open_run(location: Any, campaign: str, run_id: str) -> Any:
         await original()
         await session.close()
 
-    opened.close = close
-    opened.abandon = session.abandon
+    opened.close = close  # type: ignore[method-assign]
+    opened.abandon = session.abandon  # type: ignore[attr-defined]
     return opened

@@ -1,4 +1,4 @@
-"""The request builders: exactly SPEC §1, for the preview and the broadcast alike."""
+"""The request builders: exactly what the API documents say, for the preview and the broadcast."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ ENDPOINT = Endpoint("https://api.smax.bot", "6123abcd", "t0k&n=")
 TRICKY = "Lan & Hoa = 100% 🎉 +x/y?z#w"
 
 
+def built(result: tuple[str, Request] | str) -> tuple[str, Request]:
+    assert not isinstance(result, str), result
+    return result
+
+
 def query(request: Request) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(request.url).query, keep_blank_values=True, strict_parsing=True)
 
@@ -25,9 +30,12 @@ def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
         messaging_tag="ACCOUNT_UPDATE",
         attributes=(("greeting", ""), ("note", "")),
     )
-    recipient, request = v1.builder(message, ENDPOINT).build(["u 1/2", "Spring Sale", TRICKY, ""])
+    recipient, request = built(
+        v1.builder(message, ENDPOINT).build(["u 1/2", "Spring Sale", TRICKY, ""])
+    )
     assert recipient == "u 1/2"
-    assert request.method == "POST" and request.body is None
+    assert request.method == "POST"
+    assert request.body is None
     assert request.headers == {"Content-Type": "application/json"}
     parts = urlsplit(request.url)
     assert parts.path == "/bots/6123abcd/users/u%201%2F2/send"
@@ -43,7 +51,7 @@ def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
 
 def test_v1_block_id_and_no_tag() -> None:
     message = V1Message(user_id="", block_id="42")
-    _, request = v1.builder(message, ENDPOINT).build(["7", "42"])
+    _, request = built(v1.builder(message, ENDPOINT).build(["7", "42"]))
     assert query(request)[1:] == [("block_id", "42")]
 
 
@@ -51,7 +59,7 @@ def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
     message = V1Message(
         user_id="", flow_name="Welcome", messaging_tag="ACCOUNT_UPDATE", attributes=(("plan", ""),)
     )
-    _, request = chatfuel.builder(message, ENDPOINT).build(["7", "Welcome", "PRO"])
+    _, request = built(chatfuel.builder(message, ENDPOINT).build(["7", "Welcome", "PRO"]))
     assert query(request) == [
         ("chatfuel_token", "t0k&n="),
         ("chatfuel_flow_name", "Welcome"),
@@ -68,7 +76,7 @@ def test_v1_skips_an_empty_recipient() -> None:
 
 def test_a_masked_preview_shows_the_mask_plainly() -> None:
     masked = Endpoint("https://api.smax.bot", "1", "***")
-    _, request = v1.builder(V1Message(user_id="", block_name="B"), masked).build(["1", "B"])
+    _, request = built(v1.builder(V1Message(user_id="", block_name="B"), masked).build(["1", "B"]))
     assert "bot_token=***&" in request.url
 
 
@@ -85,7 +93,7 @@ def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() 
         messaging_tag="POST_PURCHASE_UPDATE",
         priority=("phone", "email"),
     )
-    recipient, request = builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"])
+    recipient, request = built(builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"]))
     assert recipient == "+84 90"  # no id: the first identifier in priority order
     assert request.url == "https://api.smax.bot/bots/6123abcd/send"
     assert request.headers["Authorization"] == "Bearer t0k&n="
@@ -108,7 +116,8 @@ def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() 
 )
 def test_v2_recipient_key(values: list[str], recipient: str) -> None:
     got = v2_builder(block_id="9").build(values)
-    assert not isinstance(got, str) and got[0] == recipient
+    assert not isinstance(got, str)
+    assert got[0] == recipient
     assert orjson.loads(got[1].body or b"")["block_id"] == "9"
 
 

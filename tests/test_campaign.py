@@ -267,7 +267,7 @@ def test_schema_rules(check: Callable[[str], list[str]], old: str, new: str, exp
     ],
 )
 def test_semantic_checks(
-    check: Callable[[str], list[str]], tmp_path: Path, old: str, new: str, expected: str
+    check: Callable[[str], list[str]], old: str, new: str, expected: str
 ) -> None:
     assert old in GOOD_V1
     assert check(GOOD_V1.replace(old, new, 1)) == [expected]
@@ -423,13 +423,16 @@ def test_load_builds_frozen_typed_records(tmp_path: Path) -> None:
     path.write_text(GOOD_V1)
     c = campaigns.load(path)
     assert c.name == "spring-sale"
-    assert c.bot.api == "v1" and c.bot.rate_limit == 25
-    assert c.audience.file == tmp_path / "customers.csv" and c.audience.format == "csv"
+    assert c.bot.api == "v1"
+    assert c.bot.rate_limit == 25
+    assert c.audience.file == tmp_path / "customers.csv"
+    assert c.audience.format == "csv"
     assert isinstance(c.message, V1Message)
     assert c.message.attributes == (
         ("greeting", "Hi {{ customer.first_name | default('there') }}"),
     )
-    assert c.delivery.concurrency == 25 and c.delivery.retry_timeouts is False
+    assert c.delivery.concurrency == 25
+    assert c.delivery.retry_timeouts is False
     with pytest.raises(AttributeError):
         c.name = "other"  # type: ignore[misc]
     path.write_text(GOOD_V2)
@@ -576,7 +579,8 @@ def test_system_files_are_never_an_audience(
     if target != "/etc/passwd":
         assert messages == [f"{Path(target).resolve()} is a system file, never an audience"]
     else:  # allowed by the command line: read, and found to have no such columns
-        assert messages and all("no such column" in m for m in messages)
+        assert messages
+        assert all("no such column" in m for m in messages)
 
 
 def test_a_fifo_is_not_an_audience(check: Callable[[str], list[str]], tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_the_mock_server_serves_until_stopped(tmp_path: Path) -> None:
     assert entry["params"]["bot_token"] == "***"
 
 
-def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_busy_port_is_a_clear_error() -> None:
     import socket
 
     with socket.socket() as busy:

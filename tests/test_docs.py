@@ -39,7 +39,8 @@ def test_the_v2_snippet_in_the_readme_is_a_valid_message(tmp_path: Path) -> None
 def test_the_exit_codes_match_the_contract() -> None:
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, re.MULTILINE))
     assert sorted(rows, key=int) == ["0", "1", "2", "3", "130"]
-    assert "lock" in rows["2"] and "plan mismatch" in rows["2"]
+    assert "lock" in rows["2"]
+    assert "plan mismatch" in rows["2"]
 
 
 def test_every_command_is_documented() -> None:

@@ -44,13 +44,15 @@ async def test_every_recipient_delivered(
     rows = by_row()
     assert sorted(rows) == list(range(1, 21))
     assert {r["status"] for r in rows.values()} == {"sent"}
-    assert (
-        rows[1]["attempts"] == 1 and rows[1]["http_status"] == 200 and rows[1]["result"] == "sent"
-    )
+    assert rows[1]["attempts"] == 1
+    assert rows[1]["http_status"] == 200
+    assert rows[1]["result"] == "sent"
     assert sorted(api.hits) == sorted(str(i) for i in range(1, 21))
     assert all(len(h) == 1 for h in api.hits.values())
     s = summary(Path("out"))
-    assert s["counts"]["sent"] == 20 and s["http_status"] == {"200": 20} and s["exit_code"] == 0
+    assert s["counts"]["sent"] == 20
+    assert s["http_status"] == {"200": 20}
+    assert s["exit_code"] == 0
     assert set(s["latency_ms"]) == {"p50", "p95", "p99", "max"}
 
 
@@ -67,10 +69,13 @@ async def test_permanent_failures_are_reported_with_the_api_text(
         "user blocked the bot",
         1,
     )
-    assert rows[2]["status"] == "failed" and rows[2]["http_status"] == 400
-    assert TOKEN not in rows[2]["result"] and "bot_token=***" in rows[2]["result"]
+    assert rows[2]["status"] == "failed"
+    assert rows[2]["http_status"] == 400
+    assert TOKEN not in rows[2]["result"]
+    assert "bot_token=***" in rows[2]["result"]
     assert rows[3]["status"] == "sent"
-    assert len(api.hits["1"]) == 1 and len(api.hits["2"]) == 1  # never retried
+    assert len(api.hits["1"]) == 1
+    assert len(api.hits["2"]) == 1
 
 
 async def test_retryable_answers_are_retried_until_they_succeed_or_run_out(
@@ -106,10 +111,12 @@ async def test_no_answer_is_uncertain_and_never_sent_again(
     result = await broadcast(path)
     assert result.exit_code == 1
     rows = by_row()
-    assert rows[1]["status"] == "uncertain" and rows[1]["error"].startswith("no answer in time")
+    assert rows[1]["status"] == "uncertain"
+    assert rows[1]["error"].startswith("no answer in time")
     assert rows[2]["status"] == "uncertain"
     assert rows[2]["error"].startswith("connection lost after sending")
-    assert rows[3]["status"] == "uncertain" and rows[3]["http_status"] == 200
+    assert rows[3]["status"] == "uncertain"
+    assert rows[3]["http_status"] == 200
     assert rows[4]["status"] == "sent"
     assert [len(api.hits[u]) for u in "123"] == [1, 1, 1]
 
@@ -149,7 +156,8 @@ async def test_a_rejected_token_stops_the_run_at_once(
     assert len(api.arrivals) <= 2
     s = summary(Path("out"))
     assert s["aborted"].startswith("HTTP 401: the API rejected the token; check bot.token")
-    assert s["counts"]["unsent"] <= 2 and s["counts"]["failed"] == 0
+    assert s["counts"]["unsent"] <= 2
+    assert s["counts"]["failed"] == 0
     assert s["counts"]["sent"] == 0
 
 

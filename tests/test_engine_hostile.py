@@ -45,7 +45,8 @@ async def test_answers_that_are_not_the_apis_stop_the_run_and_cost_nobody(
     assert s["aborted"].startswith(
         "HTTP 404 that is not the API's answer; check bot.base_url. Nobody was marked failed"
     )
-    assert s["counts"]["failed"] == 0 and s["counts"]["sent"] == 0
+    assert s["counts"]["failed"] == 0
+    assert s["counts"]["sent"] == 0
     assert s["counts"]["unsent"] + s["not_reached"] == 60
     api.scripts.clear()  # the endpoint fixed: a plain rerun reaches everyone
     again = await broadcast(path, report=Path("again"))
@@ -56,9 +57,9 @@ async def test_answers_that_are_not_the_apis_stop_the_run_and_cost_nobody(
 async def test_an_api_that_cannot_be_reached_stops_within_a_few_attempts(
     aiohttp_server: Any, v1_campaign: Callable[..., Path]
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     path = v1_campaign(f"http://127.0.0.1:{port}", rows=60, retries=3, concurrency=5)
     started = time.monotonic()
     result = await broadcast(path)
@@ -66,14 +67,16 @@ async def test_an_api_that_cannot_be_reached_stops_within_a_few_attempts(
     assert time.monotonic() - started < 10
     s = summary(Path("out"))
     assert s["aborted"].startswith("the API cannot be reached (connection failed: Cannot connect")
-    assert s["counts"]["failed"] == 0 and s["counts"]["sent"] == 0
+    assert s["counts"]["failed"] == 0
+    assert s["counts"]["sent"] == 0
     assert s["counts"]["unsent"] + s["not_reached"] == 60
     api = ScriptedAPI()
     path.write_text(
         path.read_text().replace(f"http://127.0.0.1:{port}", await serve(api, aiohttp_server))
     )
     again = await broadcast(path, report=Path("again"))
-    assert again.exit_code == 0 and summary(Path("again"))["counts"]["sent"] == 60
+    assert again.exit_code == 0
+    assert summary(Path("again"))["counts"]["sent"] == 60
 
 
 async def test_a_dripping_answer_ends_at_the_deadline(
@@ -86,7 +89,8 @@ async def test_a_dripping_answer_ends_at_the_deadline(
     assert time.monotonic() - started < 4
     assert result.exit_code == 1
     row = by_row()[1]
-    assert row["status"] == "uncertain" and row["error"].startswith("no answer in time")
+    assert row["status"] == "uncertain"
+    assert row["error"].startswith("no answer in time")
 
 
 async def test_an_endless_answer_is_cut_at_the_cap(
@@ -112,7 +116,8 @@ async def test_a_retry_after_past_the_cap_leaves_the_recipient_for_a_later_run(
     assert time.monotonic() - started < 5
     assert result.exit_code == 1
     row = by_row()[1]
-    assert row["status"] == "unsent" and len(api.hits["1"]) == 1
+    assert row["status"] == "unsent"
+    assert len(api.hits["1"]) == 1
     assert row["error"] == (
         "HTTP 429; the API asked to wait 999999 s (Retry-After), over the 60 s cap: "
         "left for a later run"
@@ -186,8 +191,11 @@ async def test_the_summary_counts_every_request_of_this_run_and_only_those(
     rerun = await broadcast(path, report=Path("again"))
     assert rerun.exit_code == 1  # the two refused ones are still not delivered
     again = summary(Path("again"))
-    assert again["http_status"] == {} and again["requests"] == 0 and again["errors"] == []
-    assert again["counts"]["skipped"] == 4 and again["counts"]["failed"] == 2
+    assert again["http_status"] == {}
+    assert again["requests"] == 0
+    assert again["errors"] == []
+    assert again["counts"]["skipped"] == 4
+    assert again["counts"]["failed"] == 2
 
 
 async def test_undelivered_csv_lists_who_to_re_target_with_their_own_columns(
@@ -206,7 +214,7 @@ async def test_undelivered_csv_lists_who_to_re_target_with_their_own_columns(
 
 
 async def test_an_answer_cannot_drive_the_terminal_or_the_summary(
-    aiohttp_server: Any, v1_campaign: Callable[..., Path], capsys: Any
+    aiohttp_server: Any, v1_campaign: Callable[..., Path]
 ) -> None:
     from runner.commands.run import text
 
@@ -214,8 +222,12 @@ async def test_an_answer_cannot_drive_the_terminal_or_the_summary(
     path = v1_campaign(await serve(api, aiohttp_server), rows=1)
     result = await broadcast(path)
     shown = text(result)
-    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\x1b" not in shown
+    assert "\x07" not in shown
     assert "?]0;PWNED?<script>" in shown
     markdown = (Path("out") / "summary.md").read_text()
-    assert "\x1b" not in markdown and "<script>" not in markdown and "`rm`" not in markdown
-    assert r"\<script\>" in markdown and r"\`rm\`" in markdown
+    assert "\x1b" not in markdown
+    assert "<script>" not in markdown
+    assert "`rm`" not in markdown
+    assert r"\<script\>" in markdown
+    assert r"\`rm\`" in markdown

@@ -83,13 +83,15 @@ def test_sigint_finishes_what_is_in_flight_and_exits_130(
     assert first.returncode == 130, stderr
     assert "stopping: no new requests; finishing those in flight" in stderr
     summary = json.loads(Path("r1/summary.json").read_text())
-    assert summary["interrupted"] is True and summary["exit_code"] == 130
+    assert summary["interrupted"] is True
+    assert summary["exit_code"] == 130
     assert summary["counts"]["uncertain"] == 0
     # Every row is accounted for: reported, or said to be not reached.
     assert summary["rows"] + summary["not_reached"] == ROWS
     assert f"  {summary['not_reached']} rows not reached: run again to continue" in stdout
     sent_first = {r["recipient"] for r in results(Path("r1")) if r["status"] == "sent"}
-    assert sent_first and len(sent_first) < ROWS
+    assert sent_first
+    assert len(sent_first) < ROWS
     second = subprocess.run(
         [sys.executable, "-m", "runner", "run", str(path), "--report", "r2", "--quiet"],
         capture_output=True,
@@ -146,3 +148,41 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_state_consistent(
     )
     state = json.loads(second.stdout)
     assert state["counts"]["sending"] == CONCURRENCY  # the next run reports them as uncertain
+
+
+def test_ctrl_c_during_a_long_plan_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},Name{i}" for i in range(1, 400_001))
+    (tmp_path / "customers.csv").write_text(f"id,first_name\n{rows}\n")
+    (tmp_path / "c.yaml").write_text(
+        "version: 1\nname: big\nbot: {id: '1', token: '${T}'}\naudience: {file: customers.csv}\n"
+        "message:\n  user_id: '{{ customer.id }}'\n  block_name: B\n"
+        "  attributes: {greeting: 'Hi {{ customer.first_name }}'}\n"
+    )
+    plan = subprocess.Popen(
+        [sys.executable, "-m", "runner", "plan", str(tmp_path / "c.yaml"), "--report", "p"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (Path("p") / "results.jsonl").exists():  # the plan is under way
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    plan.send_signal(signal.SIGINT)
+    _, stderr = plan.communicate(timeout=30)
+    assert plan.returncode == 130
+    assert stderr.strip() == "interrupted"
+    plan = subprocess.Popen(
+        [sys.executable, "-m", "runner", "plan", str(tmp_path / "c.yaml"), "--report", "p2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not (Path("p2") / "results.jsonl").exists():
+        time.sleep(0.02)
+    time.sleep(0.2)
+    plan.send_signal(signal.SIGTERM)
+    _, stderr = plan.communicate(timeout=30)
+    assert plan.returncode == 130
+    assert "Traceback" not in stderr

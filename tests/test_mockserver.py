@@ -19,8 +19,10 @@ async def test_v1_accepts_a_valid_request(aiohttp_client: Any) -> None:
     r = await client.post(
         "/bots/b1/users/u1/send?bot_token=t&block_name=Sale&x=1&messaging_tag=%22ACCOUNT_UPDATE%22"
     )
-    assert r.status == 200 and await r.json() == {"success": True, "result": "message sent"}
-    assert mock.arrivals[0].api == "v1" and mock.arrivals[0].recipient == "u1"
+    assert r.status == 200
+    assert await r.json() == {"success": True, "result": "message sent"}
+    assert mock.arrivals[0].api == "v1"
+    assert mock.arrivals[0].recipient == "u1"
     assert mock.arrivals[0].params["x"] == "1"
 
 
@@ -43,7 +45,8 @@ async def test_chatfuel_names(aiohttp_client: Any) -> None:
         "/bots/b/users/u/send?chatfuel_token=t&chatfuel_flow_name=W"
         "&chatfuel_message_tag=ACCOUNT_UPDATE"
     )
-    assert r.status == 200 and mock.arrivals[0].api == "chatfuel"
+    assert r.status == 200
+    assert mock.arrivals[0].api == "chatfuel"
     r = await client.post("/bots/b/users/u/send?chatfuel_token=t")
     assert r.status == 400
 
@@ -56,7 +59,8 @@ async def test_v2_body_and_bearer_token(aiohttp_client: Any) -> None:
         headers=headers,
         json={"customer_email": "a@b.c", "messages": [{"text": "hi"}]},
     )
-    assert ok.status == 200 and mock.arrivals[0].recipient == "a@b.c"
+    assert ok.status == 200
+    assert mock.arrivals[0].recipient == "a@b.c"
     for body, message in [
         (
             {"block_id": "1"},
@@ -111,7 +115,8 @@ async def test_the_log_masks_the_token(aiohttp_client: Any, tmp_path: Path) -> N
     await client.post("/bots/b/users/u/send?bot_token=supersecret&block_id=1")
     await mock.stop()
     entry = json.loads(log.read_text())
-    assert entry["params"]["bot_token"] == "***" and "supersecret" not in log.read_text()
+    assert entry["params"]["bot_token"] == "***"
+    assert "supersecret" not in log.read_text()
 
 
 async def test_the_index_says_what_it_is(aiohttp_client: Any) -> None:

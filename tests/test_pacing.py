@@ -114,8 +114,10 @@ async def test_a_request_that_never_left_frees_its_place() -> None:
 
 def test_campaigns_sharing_a_bot_share_one_pacer_at_the_strictest_rate() -> None:
     a, b, c = shared([(("u", "bot1"), 25), (("u", "bot1"), 10), (("u", "bot2"), 25)])
-    assert a is b and a.rate == 10
-    assert c is not a and c.rate == 25
+    assert a is b
+    assert a.rate == 10
+    assert c is not a
+    assert c.rate == 25
 
 
 def test_busiest_window_counts_half_open_windows() -> None:

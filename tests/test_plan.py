@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -101,9 +100,11 @@ def test_plan_previews_counts_skips_and_requests_with_the_token_masked(
         "deferred": 0,
         "skipped": 2,
     }
-    assert s["exit_code"] == 2 and s["mode"] == "plan"
+    assert s["exit_code"] == 2
+    assert s["mode"] == "plan"
     md = (Path("out") / "summary.md").read_text()
-    assert md.startswith("## Plan: spring\n") and "Dry run: nothing was sent." in md
+    assert md.startswith("## Plan: spring\n")
+    assert "Dry run: nothing was sent." in md
     for name in ("results.jsonl", "summary.json", "summary.md"):
         assert "very-secret-token" not in (Path("out") / name).read_text()
 
@@ -129,21 +130,22 @@ def test_plan_json_output_and_default_report_folder(
     assert data["summary"]["counts"]["planned"] == 2
     assert len(data["samples"]) == 2
     report = Path(data["summary"]["report"])
-    assert report.parent == tmp_path / "reports/spring" and report.name.startswith("plan-")
+    assert report.parent == tmp_path / "reports/spring"
+    assert report.name.startswith("plan-")
 
 
 def test_plan_appends_to_the_github_step_summary(
-    invoke: Callable[..., Result], write: Callable[..., Path], monkeypatch: object, tmp_path: Path
+    invoke: Callable[..., Result],
+    write: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     write("c.yaml", CAMPAIGN)
     write("people.csv", PEOPLE)
     step = tmp_path / "step.md"
     step.write_text("before\n")
-    os.environ["GITHUB_STEP_SUMMARY"] = str(step)
-    try:
-        invoke("plan", "c.yaml")
-    finally:
-        del os.environ["GITHUB_STEP_SUMMARY"]
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    invoke("plan", "c.yaml")
     text = step.read_text()
     assert text.startswith("before\n## Plan: spring\n")
 

@@ -165,5 +165,6 @@ def test_recipient_keys_are_compared_after_nfc_and_trimming() -> None:
     composed, decomposed = "Nguy\u1ec5n", "Nguye\u0302\u0303n"
     first = build([f" {composed} ", "B"])
     second = build([decomposed, "B"])
-    assert not isinstance(first, str) and not isinstance(second, str)
+    assert not isinstance(first, str)
+    assert not isinstance(second, str)
     assert first[0] == second[0] == composed

@@ -12,7 +12,7 @@ from runner.errors import UsageError
 from runner.secrets import HEAD, MASK, Masker, encodings, resolve, resolved_values
 
 secrets_ = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=8, max_size=40
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=8, max_size=40
 )
 noise = st.text(alphabet="abc xyz=&?/%", max_size=30)
 ENCODE = [

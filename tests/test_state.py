@@ -191,7 +191,8 @@ async def test_a_torn_journal_line_is_ignored_and_folding_twice_changes_nothing(
     again = SqliteRunState(path, "c", "run-2")
     assert again.prior("u1") == Prior(Status.SENT, 1, 200, "ok", None)
     prior = again.prior("u2")
-    assert prior is not None and prior.status == Status.UNCERTAIN
+    assert prior is not None
+    assert prior.status == Status.UNCERTAIN
     await again.close()
     log.write_bytes(saved)  # the same journal again, as if its removal had been lost
     third = SqliteRunState(path, "c", "run-3")

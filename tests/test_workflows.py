@@ -70,13 +70,18 @@ def test_workflows_parse_and_call_real_commands(path: Path) -> None:
 def test_the_preview_plans_and_the_deploy_runs_with_state_and_secrets() -> None:
     preview = (REPO / "examples/github-actions/campaign-preview.yml").read_text()
     deploy = (REPO / "examples/github-actions/campaign-deploy.yml").read_text()
-    assert "campaign plan" in preview and "--plan" in preview and "campaign validate" in preview
+    assert "campaign plan" in preview
+    assert "--plan" in preview
+    assert "campaign validate" in preview
     assert "secrets." not in preview  # it runs what a pull request says: it holds no secret
-    assert "campaign run" in deploy and "--plan" in deploy
+    assert "campaign run" in deploy
+    assert "--plan" in deploy
     assert "CAMPAIGN_STATE: ${{ secrets.CAMPAIGN_STATE }}" in deploy
-    assert "secrets.SMAX_BOT_TOKEN" in deploy and "upload-artifact" in deploy
+    assert "secrets.SMAX_BOT_TOKEN" in deploy
+    assert "upload-artifact" in deploy
     # Every commit of a push, and audience-only changes, select their campaigns.
-    assert "campaign affected -z campaigns/" in deploy and "github.event.before" in deploy
+    assert "campaign affected -z campaigns/" in deploy
+    assert "github.event.before" in deploy
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -157,9 +162,9 @@ def test_actionlint_finds_nothing(request: pytest.FixtureRequest) -> None:
 
 
 def test_the_checker_catches_a_wrong_option() -> None:
+    (call,) = campaign_calls('campaign plan "$f" --outt x.json')
     with pytest.raises(AssertionError, match="campaign plan has no option --outt"):
-        for call in campaign_calls('campaign plan "$f" --outt x.json'):
-            check_call(call)
+        check_call(call)
 
 
 def test_the_pre_commit_hook() -> None:
@@ -168,7 +173,9 @@ def test_the_pre_commit_hook() -> None:
     assert hook["id"] == "campaign-validate"
     assert hook["language"] == "python"
     entry = shlex.split(hook["entry"])
-    assert entry[0] == "campaign" and entry[1] in cli.commands
+    assert entry[0] == "campaign"
+    assert entry[1] in cli.commands
     files = re.compile(hook["files"])
-    assert files.search("campaigns/spring-sale.yaml") and files.search("campaigns/x/y.yml")
+    assert files.search("campaigns/spring-sale.yaml")
+    assert files.search("campaigns/x/y.yml")
     assert not files.search("src/config.yaml")
