@@ -174,6 +174,12 @@ def plan(
     is_flag=True,
     help="Send again to those whose earlier outcome is unknown (may duplicate).",
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Send to at most N recipients not yet settled, then stop (exit 0); the next run "
+    "continues: a canary batch.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
 @outside_option
 def run(
@@ -185,6 +191,7 @@ def run(
     plan_file: Path | None,
     retry_failed: bool,
     resend_uncertain: bool,
+    limit: int | None,
     quiet: bool,
     outside_repo: bool,
 ) -> int:
@@ -207,6 +214,7 @@ def run(
         resend_uncertain=resend_uncertain,
         quiet=quiet,
         outside_repo=outside_repo,
+        limit=limit,
     )
     result = broadcast(list(targets), options)
     for plan_result in result.plans:

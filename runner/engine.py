@@ -55,6 +55,8 @@ class Job:
     masker: Masker
     retry_failed: bool = False
     resend_uncertain: bool = False
+    limit: int | None = None  # new recipients to send at most (a canary batch)
+    ignore_history: bool = False  # a test send: every recipient given is sent, every time
 
 
 class JobRun:
@@ -72,6 +74,8 @@ class JobRun:
         "interrupted",
         "job",
         "last_start",
+        "leftover",
+        "limited",
         "unreachable",
     )
 
@@ -79,6 +83,8 @@ class JobRun:
         self.job = job
         self.aborted: str | None = None  #: why the run stopped itself (exit 3)
         self.interrupted = False  #: Ctrl-C / SIGTERM (exit 130)
+        self.limited = False  #: stopped after `Job.limit` new recipients (exit 0)
+        self.leftover: list[Item] = []  #: rows read but not handled when the run stopped
         self.first_start: float | None = None  #: monotonic time of the first request
         self.last_start: float | None = None  #: and of the latest one
         self.consecutive_failures = 0
@@ -98,6 +104,10 @@ class JobRun:
     def interrupt(self) -> None:
         self.interrupted = True
         self._stop.set()
+
+    def rest(self) -> Iterator[Item]:
+        """The rows a stopped run did not handle, in order: read, or not yet read."""
+        return itertools.chain(self.leftover, self.job.items)
 
     async def pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the run stops meanwhile; True when it stopped."""
@@ -177,9 +187,10 @@ class Engine:
         """
         job = run.job
         write = job.report.write
-        history = job.state.has_history
+        history = job.state.has_history and not job.ignore_history
         rows = job.items
         idle = 0
+        budget = job.limit
         chunk: list[Item] = []
         done = 0  # rows of the chunk handed on or reported
         try:
@@ -193,11 +204,19 @@ class Engine:
                 for item in chunk:
                     if run.stopping:
                         return
+                    if budget is not None and budget <= 0 and not isinstance(item, Skipped):
+                        if not history or not _settled_earlier(job, item):
+                            run.limited = True  # the canary is out: the rest waits
+                            return
+                        done += 1
+                        continue
                     done += 1
                     if isinstance(item, Skipped):
                         write(line(item.row, item.recipient, item.status, reason=item.reason))
                     elif not history or not _settled_earlier(job, item):
                         idle = 0
+                        if budget is not None:
+                            budget -= 1
                         yield item
                         continue
                     idle += 1
@@ -205,8 +224,9 @@ class Engine:
                         idle = 0
                         yield _PAUSE
         finally:
-            # A stop leaves the rest of the chunk read by nobody: the report says so.
-            job.report.not_reached(len(chunk) - done)
+            # A stop leaves the rest of the chunk handled by nobody; it goes with the rows
+            # not yet read (`rest`).
+            run.leftover = chunk[done:]
 
     async def _worker(
         self,

@@ -385,3 +385,25 @@ def test_a_run_lists_the_first_ten_who_did_not_get_it(
     ]
     assert len(listed) == 10
     assert f"  ... 2 more: campaign status {path}" in result.output
+
+
+def test_a_canary_batch_then_the_rest(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=30, concurrency=5)
+    canary = invoke("run", path, "--limit", "10", "--quiet", "--report", "c")
+    assert canary.exit_code == 0, canary.output
+    assert "  limited to 10 new recipients: 20 remain; run again to continue" in canary.stdout
+    assert len(server.arrivals) == 10
+    s = summary(Path("c"))
+    assert (s["counts"]["sent"], s["remaining"], s["exit_code"]) == (10, 20, 0)
+    second = invoke("run", path, "--limit", "10", "--quiet", "--report", "c2")
+    assert second.exit_code == 0
+    assert summary(Path("c2"))["remaining"] == 10
+    rest = invoke("run", path, "--quiet", "--report", "r")
+    assert rest.exit_code == 0
+    assert len(server.arrivals) == 30
+    assert len({a.recipient for a in server.arrivals}) == 30  # nobody twice

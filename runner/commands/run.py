@@ -42,6 +42,7 @@ class RunOptions:
     resend_uncertain: bool = False
     quiet: bool = False
     outside_repo: bool = False  # the audience may lie outside the campaign's repository
+    limit: int | None = None  # new recipients to send at most, then stop (a canary batch)
 
 
 @dataclass
@@ -184,17 +185,23 @@ async def _broadcast(
                     masker=masker,
                     retry_failed=options.retry_failed,
                     resend_uncertain=options.resend_uncertain,
+                    limit=options.limit,
                 )
             )
         await states.lease_bots(list(zip(locations, bots, strict=True)), _say)
         engine = Engine(jobs)
         started = time.monotonic()
         await _drive(engine, options.quiet)
+        # What a stopped run left, read while the states are still open.
+        rests = [
+            _rest(run) if run.interrupted or run.aborted or run.limited else None
+            for run in engine.runs
+        ]
     finally:
         await states.close()
     results = [
-        await _finish(run, location, rid, time.monotonic() - started, options.sandbox)
-        for run, location in zip(engine.runs, locations, strict=True)
+        await _finish(run, location, rid, time.monotonic() - started, options.sandbox, rest)
+        for run, location, rest in zip(engine.runs, locations, rests, strict=True)
     ]
     return RunResult(results, _overall([r.summary["exit_code"] for r in results]), options.sandbox)
 
@@ -278,12 +285,19 @@ async def _drive(engine: Engine, quiet: bool) -> None:
 
 
 async def _finish(
-    run: JobRun, location: Location, rid: str, duration: float, sandbox: bool
+    run: JobRun,
+    location: Location,
+    rid: str,
+    duration: float,
+    sandbox: bool,
+    rest: tuple[int, int] | None,
 ) -> CampaignResult:
     job = run.job
     c = job.campaign
-    if run.interrupted or run.aborted:
-        job.report.not_reached(_rest(job))
+    remaining = None
+    if rest is not None:
+        rows, remaining = rest
+        job.report.not_reached(rows)
     counts = job.report.tally.counts
     if run.interrupted:
         code = 130
@@ -298,6 +312,8 @@ async def _finish(
         note = f"Aborted: {run.aborted}"
     elif run.interrupted:
         note = "Interrupted: rows not reached were not sent; run again to continue."
+    elif run.limited:
+        note = f"Limited to {job.limit} new recipients; {remaining} remain: run again to continue."
     summary = job.report.finish(
         {
             "campaign": c.name,
@@ -310,6 +326,8 @@ async def _finish(
             "rate_limit": c.bot.rate_limit,
             "aborted": run.aborted,
             "interrupted": run.interrupted,
+            "limit": job.limit,
+            "remaining": remaining,
             "exit_code": code,
             "note": note,
         },
@@ -324,9 +342,24 @@ async def _finish(
     return CampaignResult(c, summary, report["not_delivered"], missing)
 
 
-def _rest(job: Job) -> int:
-    """Rows of the audience a stopped run never read (read now, without rendering them)."""
-    return sum(1 for _ in job.items)
+def _rest(run: JobRun) -> tuple[int, int]:
+    """(rows a stopped run never reached, recipients among them a run would still send)."""
+    job = run.job
+    rows = remaining = 0
+    for item in run.rest():
+        rows += 1
+        if isinstance(item, pipeline.Prepared) and (
+            job.ignore_history
+            or pipeline.earlier(
+                item,
+                job.state.prior(item.recipient),
+                retry_failed=job.retry_failed,
+                resend_uncertain=job.resend_uncertain,
+            )
+            is None
+        ):
+            remaining += 1
+    return rows, remaining
 
 
 def _overall(codes: list[int]) -> int:
@@ -361,7 +394,12 @@ def text(result: RunResult) -> str:
         if r.not_delivered_count > len(r.not_delivered):
             more = r.not_delivered_count - len(r.not_delivered)
             lines.append(f"  ... {more} more: campaign status {r.campaign.path}")
-        if s.get("not_reached"):
+        if s.get("limit") and s.get("remaining") is not None:
+            lines.append(
+                f"  limited to {s['limit']} new recipients: {s['remaining']} remain; "
+                "run again to continue"
+            )
+        elif s.get("not_reached"):
             lines.append(f"  {s['not_reached']} rows not reached: run again to continue")
         if s.get("aborted"):
             lines.append(f"  ABORTED: {terminal(s['aborted'])}")
