@@ -73,8 +73,11 @@ def serve(port: int, rate: int) -> None:
         server = MockServer(MockOptions(rate=rate, keep_params=False))
         app = server.app()
 
-        async def stats(_request: web.Request) -> web.Response:
-            return web.json_response(stats_of(server))
+        async def stats(request: web.Request) -> web.Response:
+            found = stats_of(server)
+            if request.query.get("arrivals"):
+                found["arrivals"] = [[a.t, a.status] for a in server.arrivals]
+            return web.json_response(found)
 
         async def reset(_request: web.Request) -> web.Response:
             server.reset()
@@ -96,8 +99,9 @@ class Server:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_stats", timeout=60) as response:
+    def stats(self, arrivals: bool = False) -> dict[str, Any]:
+        query = "?arrivals=1" if arrivals else ""
+        with urllib.request.urlopen(f"{self.url}/_stats{query}", timeout=60) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
     def reset(self) -> None:

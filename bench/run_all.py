@@ -21,6 +21,7 @@ FULL = [
     ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250"],
     ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250", "--state", "postgres"],
     ["state_backends.py", "--requests", "20000", "--repeats", "3"],
+    ["aimd.py", "--rate", "25", "--requests", "1000"],
 ]
 SMOKE = [
     ["pacing.py", "--requests", "30", "--rate", "20"],
@@ -29,6 +30,7 @@ SMOKE = [
     ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15"],
     ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15", "--state", "postgres"],
     ["state_backends.py", "--requests", "300", "--repeats", "1"],
+    ["aimd.py", "--rate", "10", "--requests", "60"],
 ]
 
 

@@ -41,6 +41,9 @@ _CHUNK = 64  # rows prepared at a time
 # Attempts that could not connect, before the API ever answered, after which the run stops:
 # the endpoint is wrong or down, and every further recipient would only wait out its retries.
 UNREACHABLE_AT_START = 5
+# 429s are the pacer's business (it slows the bot down), not the recipient's: they do not use
+# up `delivery.retries`, up to this many for one recipient.
+MAX_RATE_LIMITED = 20
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,7 @@ class Engine:
         request = item.request
         url = URL(request.url, encoded=True)
         attempts = 0
+        limited = 0  # answers of 429 among the attempts
         pacer = job.pacer
         report = job.report
         while True:
@@ -325,19 +329,29 @@ class Engine:
                         "nothing was delivered. Check bot.base_url and the network, then run "
                         "again: every recipient left unsent will be sent"
                     )
+            far = attempt.retry_after is not None and attempt.retry_after > outcome.RETRY_AFTER_CAP
+            if attempt.http_status == 429:
+                limited += 1
+                pacer.slow_down(None if far else attempt.retry_after)
             again = attempt.kind is Kind.RETRY or (
                 attempt.kind is Kind.UNCERTAIN and delivery.retry_timeouts
             )
-            if not again or attempts > delivery.retries:
+            spent = attempts - min(limited, MAX_RATE_LIMITED)
+            if not again or spent > delivery.retries:
                 return attempt, attempts
             if run.stopping:
                 attempt.error = f"{attempt.error}; the run stopped before its retry"
                 return attempt, attempts
             wait = attempt.retry_after
-            if wait is not None and wait > outcome.RETRY_AFTER_CAP:
+            if far:
+                # The API will take no request for that long: stop, leave everyone unsent.
                 attempt.error = (
                     f"{attempt.error}; the API asked to wait {wait:.0f} s (Retry-After), over "
                     f"the {outcome.RETRY_AFTER_CAP:.0f} s cap: left for a later run"
+                )
+                run.abort(
+                    f"the API asked to wait {wait:.0f} s before any more requests; the run "
+                    "stopped and nobody was marked failed: run again later"
                 )
                 return attempt, attempts
             if await run.pause(self._backoff(attempts, wait)):

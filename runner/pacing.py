@@ -15,6 +15,16 @@ queued at the server for 0.2 s and came out as 39 in one of its seconds; spread,
 stays within 25. The window is a little longer than a second so that network jitter cannot
 squeeze two windows into one of the server's seconds; long runs sustain rate / window (98.5%
 of the limit).
+
+When the API pushes back (a 429), the bot's real limit is lower than ``rate_limit`` right now:
+it is about what the pacer released in the last window less the requests refused (each 429 of
+one storm lowers the estimate by one), and the pacer goes down to 90% of it, holds the whole
+bot for the answer's
+``Retry-After``, and then climbs back by one request/s every second (AIMD), never above
+``rate_limit``. It remembers the rate at which the API pushed back: within 5% of that ceiling
+it climbs twenty times slower, so against an API that allows less than the campaign asks the
+rate settles just under the real limit, with a rare 429 to probe it, instead of sawing into
+it (each 429 holds the whole bot for its Retry-After).
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ WINDOW = 1.015  # seconds; see the module docstring
 # and the even spreading still keeps bursts out.
 TRACED_UP_TO = 1000
 _RECHECK = 0.002  # seconds between looks at a request that is not written yet
+BACK_OFF = 0.9  # of the rate actually released in the last window, after a 429
+RECOVERY = 1.0  # requests/s regained per second without a 429
+PROBE = 0.05  # requests/s regained per second near the rate the API last pushed back at
+HOLD_CAP = 60.0  # seconds a Retry-After may hold a bot
 
 
 class Slot:
@@ -53,7 +67,9 @@ class Pacer:
     ) -> None:
         if rate < 1:
             raise ValueError("rate must be at least 1 request per window")
-        self.rate = rate
+        self.limit = rate  #: the configured rate_limit
+        self.rate = float(rate)  #: the rate now: lower than the limit after a 429
+        self.lowest = float(rate)  #: the lowest rate of this run
         self._window = window
         self._clock = clock
         self._sleep = sleep
@@ -61,6 +77,10 @@ class Pacer:
         self._log: deque[Slot] = deque(maxlen=rate)
         self._spacing = window / rate
         self._next = 0.0  # the earliest moment of the next release
+        self._hold = 0.0  # no release before this moment (Retry-After)
+        self._changed = clock()  # when the rate last went down or up
+        self._ceiling = float(rate)  # the API's real limit as the last 429s showed it
+        self._storm = False  # 429s are arriving: later ones of the same window refine it
         self._lock = asyncio.Lock()
 
     def try_acquire(self) -> Slot | None:
@@ -68,11 +88,42 @@ class Pacer:
         log = self._log
         if not self._lock.locked():
             now = self._clock()
-            if now >= self._next and (
-                len(log) < self.rate or (log[0].sent and now - log[0].t >= self._window)
+            if self.rate < self.limit:
+                self._recover(now)
+            n = int(self.rate)
+            if (
+                now >= self._next
+                and now >= self._hold
+                and (len(log) < n or (log[-n].sent and now - log[-n].t >= self._window))
             ):
                 return self._release(now)
         return None
+
+    def slow_down(self, retry_after: float | None = None) -> None:
+        """The API answered 429: lower the rate, and hold the bot for ``retry_after``."""
+        now = self._clock()
+        if retry_after:
+            self._hold = max(self._hold, now + min(retry_after, HOLD_CAP))
+        if self._storm and now - self._changed < self._window:
+            self._ceiling = max(1.0, self._ceiling - 1)  # one more refused in the same storm
+        else:
+            released = sum(1 for slot in self._log if now - slot.t < self._window)
+            self._ceiling = max(1.0, min(self.rate, released or self.rate) - 1)
+            self._storm = True
+            self._changed = now
+        self.rate = max(1.0, self._ceiling * BACK_OFF)
+        self.lowest = min(self.lowest, self.rate)
+        self._spacing = self._window / self.rate
+
+    def _recover(self, now: float) -> None:
+        near = self.rate >= self._ceiling * 0.95
+        gained = (now - self._changed) * (PROBE if near else RECOVERY)
+        if gained >= 0.05:
+            top = float(self.limit) if near else max(self._ceiling * 0.95, self.rate)
+            self.rate = min(float(self.limit), top, self.rate + gained)
+            self._spacing = self._window / self.rate
+            self._changed = now
+            self._storm = False
 
     async def acquire(self) -> Slot:
         """Wait until one more request may go; the caller marks it `sent` once written."""
@@ -84,12 +135,16 @@ class Pacer:
         async with self._lock:
             while True:
                 now = self._clock()
-                if now < self._next:
-                    await self._sleep(self._next - now)
+                if self.rate < self.limit:
+                    self._recover(now)
+                start = max(self._next, self._hold)
+                if now < start:
+                    await self._sleep(start - now)
                     continue
-                if len(log) < self.rate:
+                n = int(self.rate)
+                if len(log) < n:
                     break
-                oldest = log[0]
+                oldest = log[-n]
                 if not oldest.sent:
                     await self._sleep(_RECHECK)
                     continue

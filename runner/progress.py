@@ -87,6 +87,11 @@ class Progress:
         summary = (
             " ".join(f"{name} {n}" for name, n in counts.items() if n or name == "sent")
             + f" {rps:.1f} req/s"
+            + "".join(
+                f" (rate {job.pacer.rate:.1f}/{job.pacer.limit}: the API pushed back)"
+                for job in self._jobs[:1]
+                if job.pacer.rate < job.pacer.limit
+            )
         )
         if self._bar is not None:
             self._bar.n = rows

@@ -306,6 +306,8 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
         facts.append(f"{summary['requests']} requests")
     if summary.get("requests_per_s"):
         facts.append(f"{summary['requests_per_s']} requests/s")
+    if summary.get("rate_lowest"):
+        facts.append(f"rate lowered to {summary['rate_lowest']}/s after 429s")
     if summary.get("estimated_duration_s") is not None:
         facts.append(f"estimated duration {summary['estimated_duration_s']} s")
     if summary.get("latency_ms"):

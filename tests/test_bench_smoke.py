@@ -26,5 +26,6 @@ def test_every_benchmark_runs_in_smoke_mode() -> None:
         "multi-bot (SQLite state): ",
         "multi-bot (PostgreSQL state): ",
         "state backends: ",
+        "aimd: ",
     ):
         assert any(line.startswith(prefix) for line in done.stdout.splitlines()), prefix

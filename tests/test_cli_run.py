@@ -407,3 +407,22 @@ def test_a_canary_batch_then_the_rest(
     assert rest.exit_code == 0
     assert len(server.arrivals) == 30
     assert len({a.recipient for a in server.arrivals}) == 30  # nobody twice
+
+
+def test_an_api_that_allows_less_costs_time_not_recipients(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock(rate=10)  # the API allows 10/s; the campaign asks for 40
+    path = v1_campaign(server.url, rows=60, rate=40, concurrency=20, retries=2)
+    result = invoke("run", path, "--quiet", "--report", "r")
+    assert result.exit_code == 0, result.output
+    s = summary(Path("r"))
+    assert s["counts"]["sent"] == 60
+    assert s["counts"]["unsent"] == 0
+    assert s["counts"]["failed"] == 0
+    assert s["rate_lowest"] is not None
+    assert s["rate_lowest"] < 40
+    rejected = sum(1 for a in server.arrivals if a.status == 429)
+    assert rejected < 60  # not a 429 for every other request

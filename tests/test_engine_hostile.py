@@ -114,7 +114,7 @@ async def test_a_retry_after_past_the_cap_leaves_the_recipient_for_a_later_run(
     started = time.monotonic()
     result = await broadcast(path)
     assert time.monotonic() - started < 5
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # the API takes nothing for days: stop, burn nobody
     row = by_row()[1]
     assert row["status"] == "unsent"
     assert len(api.hits["1"]) == 1
@@ -122,6 +122,7 @@ async def test_a_retry_after_past_the_cap_leaves_the_recipient_for_a_later_run(
         "HTTP 429; the API asked to wait 999999 s (Retry-After), over the 60 s cap: "
         "left for a later run"
     )
+    assert summary(Path("out"))["aborted"].startswith("the API asked to wait 999999 s")
 
 
 def test_a_stop_never_sends_a_waiting_retry_early(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from runner.pacing import Pacer, busiest_window, shared
 
 
@@ -124,3 +126,51 @@ def test_busiest_window_counts_half_open_windows() -> None:
     assert busiest_window([]) == 0
     assert busiest_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3  # [0, 1) holds 3; 1.0 starts anew
     assert busiest_window([2.0, 0.0, 1.0]) == 1
+
+
+async def test_a_429_lowers_the_rate_once_per_window_and_holds_the_bot() -> None:
+    clock = FakeClock()
+    pacer = Pacer(100, clock=clock, sleep=clock.sleep)
+    for _ in range(30):  # 30 released within the first third of a second
+        pacer.sent(await pacer.acquire())
+    before = clock.now
+    for _ in range(10):  # ten of the thirty refused: the API allows about twenty
+        pacer.slow_down(retry_after=2.0)
+    assert pacer.rate == 18.0  # 90% of the 30 released less the 10 refused
+    assert pacer.lowest == 18.0
+    pacer.sent(await pacer.acquire())
+    assert clock.now >= before + 2.0  # Retry-After held the whole bot
+
+
+async def test_the_rate_climbs_back_but_never_above_the_limit() -> None:
+    clock = FakeClock()
+    pacer = Pacer(25, clock=clock, sleep=clock.sleep)
+    for _ in range(25):
+        pacer.sent(await pacer.acquire())
+    pacer.slow_down()  # one of 25 refused: the API allows 24; down to 21.6
+    assert pacer.rate == pytest.approx(21.6)
+    clock.now += 3.0
+    pacer.sent(await pacer.acquire())
+    assert pacer.rate == pytest.approx(22.8)  # quickly back to 95% of what the API allowed
+    clock.now += 10.0
+    pacer.sent(await pacer.acquire())
+    assert pacer.rate == pytest.approx(23.3)  # then probing slowly above it
+    clock.now += 100.0
+    pacer.sent(await pacer.acquire())
+    assert pacer.rate == 25.0
+
+
+async def test_a_slowed_pacer_keeps_its_new_rate_in_every_window() -> None:
+    clock = FakeClock()
+    pacer = Pacer(50, clock=clock, sleep=clock.sleep)
+    for _ in range(20):
+        pacer.sent(await pacer.acquire())
+    pacer.slow_down()  # 90% of the 19 the API allowed: 17.1/s
+    starts = []
+    for _ in range(40):
+        pacer.sent(await pacer.acquire())
+        starts.append(clock.now)
+    first = [t for t in starts if t < starts[0] + 1.0]
+    assert len(first) <= 18  # 17.1/s, and 1/s regained at most within that second
+    assert busiest_window(starts) <= 19
+    assert pacer.rate > 17.1

@@ -324,6 +324,10 @@ async def _finish(
             "state": str(location),
             "duration_s": round(duration, 3),
             "rate_limit": c.bot.rate_limit,
+            # The lowest rate the pacer went down to after 429s (None: it never had to).
+            "rate_lowest": round(job.pacer.lowest, 1)
+            if job.pacer.lowest < job.pacer.limit
+            else None,
             "aborted": run.aborted,
             "interrupted": run.interrupted,
             "limit": job.limit,
