@@ -180,6 +180,14 @@ def plan(
     help="Send to at most N recipients not yet settled, then stop (exit 0); the next run "
     "continues: a canary batch.",
 )
+@click.option(
+    "--to",
+    "to",
+    multiple=True,
+    metavar="ID",
+    help="A test send: only to this audience member (its recipient key, as in the state); "
+    "repeat for several. Recorded apart: never marks anyone delivered.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
 @outside_option
 def run(
@@ -192,6 +200,7 @@ def run(
     retry_failed: bool,
     resend_uncertain: bool,
     limit: int | None,
+    to: tuple[str, ...],
     quiet: bool,
     outside_repo: bool,
 ) -> int:
@@ -215,6 +224,7 @@ def run(
         quiet=quiet,
         outside_repo=outside_repo,
         limit=limit,
+        to=to,
     )
     result = broadcast(list(targets), options)
     for plan_result in result.plans:

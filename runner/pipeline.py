@@ -6,8 +6,10 @@ preview cannot drift from the broadcast.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
@@ -137,6 +139,39 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
 
 
 FIRST_INVALID = 10  # invalid rows listed when a run refuses
+_SUGGESTED_FROM = 100_000  # recipient keys kept to suggest the closest to an unknown --to ID
+
+
+def select(campaign: Campaign, target: Endpoint, wanted: Sequence[str]) -> list[Prepared]:
+    """The requests to the audience members ``wanted`` (recipient keys, compared as the state
+    compares them), for a test send; `UsageError` naming the closest keys when one is not in
+    the audience."""
+    keys = {_normal(w): w for w in wanted}
+    found: dict[str, Prepared] = {}
+    seen: list[str] = []
+    for item in prepare(campaign, target):
+        if isinstance(item, Prepared):
+            if item.recipient in keys and item.recipient not in found:
+                found[item.recipient] = item
+            elif len(seen) < _SUGGESTED_FROM:
+                seen.append(item.recipient)
+    missing = [given for key, given in keys.items() if key not in found]
+    if missing:
+        lines = []
+        for given in missing:
+            close = difflib.get_close_matches(given, seen, n=3, cutoff=0.5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            lines.append(
+                f"{campaign.path}: --to {given}: no row of the audience renders this recipient "
+                f"(or it is filtered, invalid or a duplicate){hint}"
+            )
+        raise UsageError("\n".join([*lines, "nothing was sent"]))
+    return list(found.values())
+
+
+def _normal(key: str) -> str:
+    key = key.strip()
+    return key if key.isascii() else unicodedata.normalize("NFC", key)
 
 
 def invalid_allowed(max_invalid: int | str, rows: int) -> int:

@@ -426,3 +426,33 @@ def test_an_api_that_allows_less_costs_time_not_recipients(
     assert s["rate_lowest"] < 40
     rejected = sum(1 for a in server.arrivals if a.status == 429)
     assert rejected < 60  # not a 429 for every other request
+
+
+def test_a_test_send_to_yourself_first(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=20)
+    test = invoke("run", path, "--to", "7", "--to", " 12 ", "--quiet", "--report", "t")
+    assert test.exit_code == 0, test.output
+    assert sorted(a.recipient for a in server.arrivals) == ["12", "7"]
+    assert "TEST: TEST send to 2 audience member(s); recorded apart" in test.stdout
+    assert summary(Path("t"))["mode"] == "test"
+    assert (Path("t") / "summary.md").read_text().startswith("## TEST send: test-campaign")
+    assert (tmp_path / ".campaign-state" / "test-campaign.test.sqlite3").is_file()
+    again = invoke("run", path, "--to", "7", "--quiet", "--report", "t2")  # a test sends again
+    assert again.exit_code == 0
+    broadcast = invoke("run", path, "--quiet", "--report", "r")
+    assert broadcast.exit_code == 0
+    assert summary(Path("r"))["counts"]["sent"] == 20  # the test marked nobody delivered
+    unknown = invoke("run", path, "--to", "201", "--quiet")
+    assert unknown.exit_code == 2
+    assert unknown.output.startswith(
+        f"{path}: --to 201: no row of the audience renders this recipient (or it is filtered, "
+        "invalid or a duplicate); closest: 20"
+    )
+    assert unknown.output.endswith("nothing was sent\n")
+    assert len(server.arrivals) == 23

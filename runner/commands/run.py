@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class RunOptions:
     quiet: bool = False
     outside_repo: bool = False  # the audience may lie outside the campaign's repository
     limit: int | None = None  # new recipients to send at most, then stop (a canary batch)
+    to: tuple[str, ...] = ()  # a test send to these audience members only
 
 
 @dataclass
@@ -64,6 +65,10 @@ class RunResult:
 def run(targets: list[str], options: RunOptions) -> RunResult:
     paths = campaigns.expand(targets)
     loaded = _load_all(paths, options.outside_repo)
+    if options.to and (len(loaded) != 1 or options.dry_run or options.plan or options.limit):
+        raise UsageError(
+            "--to sends a test of one campaign file, without --dry-run, --plan or --limit"
+        )
     if options.plan is not None:
         if len(loaded) != 1:
             raise UsageError("--plan checks one campaign file at a time")
@@ -83,8 +88,9 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         return RunResult([], 0, options.sandbox, plans)
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
-    # Invalid rows are a decision, not a surprise: too many, and nothing is sent.
-    for c in loaded:
+    # Invalid rows are a decision, not a surprise: too many, and nothing is sent. (A test
+    # send renders only the rows it names.)
+    for c in loaded if not options.to else ():
         pipeline.check_invalid(c, pipeline.endpoint(c, strict=False, token=MASK))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_run(loaded, endpoints, options))
@@ -157,7 +163,13 @@ async def _broadcast(
     loaded: list[Campaign], endpoints: list[Endpoint], options: RunOptions
 ) -> RunResult:
     rid = run_id()
-    locations = [state.locate(options.state, c.path, c.name, options.sandbox) for c in loaded]
+    test = bool(options.to)
+    locations = [state.locate(options.state, c.path, c.name, options.sandbox, test) for c in loaded]
+    chosen = (
+        [pipeline.select(c, e, options.to) for c, e in zip(loaded, endpoints, strict=True)]
+        if test
+        else None
+    )
     secrets = [e.token for e in endpoints] + [p for p in (loc.password for loc in locations) if p]
     masker = Masker(secrets)
     bots = [(e.base_url, e.bot_id) for e in endpoints]
@@ -168,10 +180,13 @@ async def _broadcast(
         for c, target, pacer, location in zip(loaded, endpoints, pacers, locations, strict=True):
             run_state = await states.open(location, c.name, rid, masker)
             _say(f"{c.name}: state {location}")
-            items = pipeline.prepare(c, target)
-            first = next(items, None)  # an unreadable audience fails here, before any request
-            stream = items if first is None else itertools.chain([first], items)
-            kind = "sandbox" if options.sandbox else "run"
+            if chosen is not None:
+                stream: Iterator[pipeline.Item] = iter(chosen[0])
+            else:
+                items = pipeline.prepare(c, target)
+                first = next(items, None)  # an unreadable audience fails here, before sending
+                stream = items if first is None else itertools.chain([first], items)
+            kind = "sandbox" if options.sandbox else "test" if test else "run"
             folder = _report_dir(options.report, c, len(loaded)) or default_folder(
                 repository.root(c.path), c.name, kind
             )
@@ -186,6 +201,7 @@ async def _broadcast(
                     retry_failed=options.retry_failed,
                     resend_uncertain=options.resend_uncertain,
                     limit=options.limit,
+                    ignore_history=test,
                 )
             )
         await states.lease_bots(list(zip(locations, bots, strict=True)), _say)
@@ -200,7 +216,7 @@ async def _broadcast(
     finally:
         await states.close()
     results = [
-        await _finish(run, location, rid, time.monotonic() - started, options.sandbox, rest)
+        await _finish(run, location, rid, time.monotonic() - started, options.sandbox, rest, test)
         for run, location, rest in zip(engine.runs, locations, rests, strict=True)
     ]
     return RunResult(results, _overall([r.summary["exit_code"] for r in results]), options.sandbox)
@@ -291,6 +307,7 @@ async def _finish(
     duration: float,
     sandbox: bool,
     rest: tuple[int, int] | None,
+    test: bool = False,
 ) -> CampaignResult:
     job = run.job
     c = job.campaign
@@ -308,6 +325,12 @@ async def _finish(
     else:
         code = 0
     note = SANDBOX_NOTE if sandbox else None
+    if test:
+        members = sum(job.report.tally.counts.values())
+        note = (
+            f"TEST send to {members} audience member(s); recorded apart: nobody was marked "
+            "delivered in the broadcast's state."
+        )
     if run.aborted:
         note = f"Aborted: {run.aborted}"
     elif run.interrupted:
@@ -318,7 +341,7 @@ async def _finish(
         {
             "campaign": c.name,
             "api": c.bot.api,
-            "mode": "sandbox" if sandbox else "run",
+            "mode": "sandbox" if sandbox else "test" if test else "run",
             "sandbox": sandbox,
             "run_id": rid,
             "state": str(location),
@@ -335,7 +358,7 @@ async def _finish(
             "exit_code": code,
             "note": note,
         },
-        title=f"{'Sandbox run' if sandbox else 'Run'}: {c.name}",
+        title=f"{'Sandbox run' if sandbox else 'TEST send' if test else 'Run'}: {c.name}",
     )
     try:
         report = await state.read_status(location, c.name, limit=_LISTED)
@@ -411,6 +434,9 @@ def text(result: RunResult) -> str:
             lines.append("  unsent recipients are sent by the next run")
         lines.append(f"  state: {s['state']}")
         lines.append(f"  report: {s['report']}")
+    for r in result.results:
+        if r.summary.get("mode") == "test":
+            lines.append(f"TEST: {r.summary['note']}")
     if result.sandbox:
         lines.append(SANDBOX_NOTE)
     return "\n".join(lines)

@@ -63,20 +63,24 @@ def is_url(text: str) -> bool:
     return text.startswith(("postgresql://", "postgres://"))
 
 
-def locate(given: str | None, campaign_file: Path, name: str, sandbox: bool) -> Location:
+def locate(
+    given: str | None, campaign_file: Path, name: str, sandbox: bool, test: bool = False
+) -> Location:
     """The state of campaign ``name``: ``--state``, else ``$CAMPAIGN_STATE``, else the file at
-    the campaign's repository root. A rehearsal's state always stands apart, in a local file,
-    so that a sandbox run never marks a real recipient as delivered."""
+    the campaign's repository root. A rehearsal's (``sandbox``) or a test send's (``test``)
+    state always stands apart, in a local file, so that neither ever marks a recipient of the
+    broadcast as delivered."""
+    apart = "sandbox" if sandbox else "test" if test else None
     if given is None:
         given = os.environ.get(ENVIRONMENT) or None
     if given is not None and not is_url(given):
         path = Path(given)
-        if sandbox:
-            path = path.with_name(f"{path.stem}.sandbox{path.suffix or '.sqlite3'}")
+        if apart:
+            path = path.with_name(f"{path.stem}.{apart}{path.suffix or '.sqlite3'}")
         return Location(path=path)
-    if given is not None and not sandbox:
+    if given is not None and not apart:
         return Location(url=given)
-    suffix = ".sandbox.sqlite3" if sandbox else ".sqlite3"
+    suffix = f".{apart}.sqlite3" if apart else ".sqlite3"
     return Location(path=repository.root(campaign_file) / ".campaign-state" / f"{name}{suffix}")
 
 
