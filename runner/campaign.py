@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from runner import apis, checks, repository, schema
 from runner.audience import format_of
 from runner.errors import InvalidCampaign, Problem, UsageError
 from runner.model import Audience, Bot, Campaign, Delivery
+from runner.schedule import Schedule, parse_clock, parse_moment
 from runner.yamlsource import Document, YamlSyntaxError, parse
 
 
@@ -92,6 +94,7 @@ def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign
             max_consecutive_failures=delivery.get("max_consecutive_failures", 50),
             retry_timeouts=delivery.get("retry_timeouts", False),
         ),
+        schedule=_schedule(data.get("schedule") or {}),
         warnings=warnings,
         # Where the ${VAR} settings stand, for messages about them when running.
         marks={
@@ -99,6 +102,25 @@ def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign
             for key in ("id", "token", "base_url")
             if key in bot
         },
+    )
+
+
+def _schedule(data: dict[str, Any]) -> Schedule:
+    """The validated schedule section as a record (checks.py has refused what cannot parse)."""
+
+    def moment(key: str) -> datetime | None:
+        found = parse_moment(data[key]) if key in data else None
+        return found if isinstance(found, datetime) else None
+
+    quiet = data.get("quiet_hours") or {}
+    start = parse_clock(quiet["start"]) if "start" in quiet else None
+    end = parse_clock(quiet["end"]) if "end" in quiet else None
+    return Schedule(
+        not_before=moment("not_before"),
+        not_after=moment("not_after"),
+        timezone=data.get("timezone"),
+        quiet_start=start if isinstance(start, time) else None,
+        quiet_end=end if isinstance(end, time) else None,
     )
 
 

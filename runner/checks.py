@@ -15,6 +15,7 @@ from runner.audience import FORMATS, format_of
 from runner.audience import columns as audience_columns
 from runner.errors import CampaignError, Problem
 from runner.model import PUBLIC_RATE_LIMIT, Audience, Field, base_url_problem
+from runner.schedule import parse_moment, zone_problem
 from runner.yamlsource import Document, format_path
 from runner.yamlsource import Path as KeyPath
 
@@ -47,6 +48,9 @@ def semantic(
     _check_bot(bot, at)
     _check_stray_references(data, (), at)
     columns = _check_audience(data.get("audience"), campaign_file, at, outside_repo)
+    schedule = data.get("schedule")
+    if isinstance(schedule, dict):
+        _check_schedule(schedule, at, columns)
 
     api = bot.get("api", "v1")
     if api not in ("v1", "v2", "chatfuel"):
@@ -180,6 +184,39 @@ def _check_audience(
                 if columns is not None and name not in columns:
                     at(("audience", "where"), _no_column(name, columns))
     return columns
+
+
+def _check_schedule(schedule: dict[str, Any], at: Any, columns: set[str] | None) -> None:
+    moments = {}
+    for key in ("not_before", "not_after"):
+        if isinstance(schedule.get(key), str):
+            found = parse_moment(schedule[key])
+            if isinstance(found, str):
+                at(("schedule", key), found)
+            else:
+                moments[key] = found
+    if len(moments) == 2 and moments["not_after"] <= moments["not_before"]:
+        at(("schedule", "not_after"), "not_after must come after not_before")
+    zone = schedule.get("timezone")
+    if isinstance(zone, str):
+        if render.is_template(zone):
+            try:
+                render.check_template(zone, {})
+            except render.TemplateSyntaxProblem as exc:
+                at(("schedule", "timezone"), exc.message)
+            else:
+                for name, _ in render.customer_fields(zone):
+                    if columns is not None and name not in columns:
+                        at(("schedule", "timezone"), _no_column(name, columns))
+        elif problem := zone_problem(zone):
+            at(("schedule", "timezone"), problem)
+    if "quiet_hours" in schedule and "timezone" not in schedule:
+        at(
+            ("schedule", "quiet_hours"),
+            "quiet hours are local hours: give schedule.timezone (an IANA name, or "
+            '"{{ customer.tz }}")',
+            key=True,
+        )
 
 
 _ASSIGNMENT = re.compile(r"(?<![=!<>])=(?!=)")

@@ -188,6 +188,11 @@ def plan(
     help="A test send: only to this audience member (its recipient key, as in the state); "
     "repeat for several. Recorded apart: never marks anyone delivered.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Stay until deferred recipients' quiet hours end, and send them then.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
 @outside_option
 def run(
@@ -201,6 +206,7 @@ def run(
     resend_uncertain: bool,
     limit: int | None,
     to: tuple[str, ...],
+    wait: bool,
     quiet: bool,
     outside_repo: bool,
 ) -> int:
@@ -225,6 +231,7 @@ def run(
         outside_repo=outside_repo,
         limit=limit,
         to=to,
+        wait=wait,
     )
     result = broadcast(list(targets), options)
     for plan_result in result.plans:

@@ -60,6 +60,7 @@ class Job:
     resend_uncertain: bool = False
     limit: int | None = None  # new recipients to send at most (a canary batch)
     ignore_history: bool = False  # a test send: every recipient given is sent, every time
+    deadline: float | None = None  # epoch seconds: no request starts after it (not_after)
 
 
 class JobRun:
@@ -80,6 +81,7 @@ class JobRun:
         "leftover",
         "limited",
         "unreachable",
+        "window_closed",
     )
 
     def __init__(self, job: Job) -> None:
@@ -88,6 +90,7 @@ class JobRun:
         self.interrupted = False  #: Ctrl-C / SIGTERM (exit 130)
         self.limited = False  #: stopped after `Job.limit` new recipients (exit 0)
         self.leftover: list[Item] = []  #: rows read but not handled when the run stopped
+        self.window_closed = False  #: the send window (schedule.not_after) closed mid-run
         self.first_start: float | None = None  #: monotonic time of the first request
         self.last_start: float | None = None  #: and of the latest one
         self.consecutive_failures = 0
@@ -106,6 +109,11 @@ class JobRun:
 
     def interrupt(self) -> None:
         self.interrupted = True
+        self._stop.set()
+
+    def close_window(self) -> None:
+        """The send window closed (schedule.not_after): start nothing more."""
+        self.window_closed = True
         self._stop.set()
 
     def rest(self) -> Iterator[Item]:
@@ -194,6 +202,7 @@ class Engine:
         rows = job.items
         idle = 0
         budget = job.limit
+        deadline = job.deadline
         chunk: list[Item] = []
         done = 0  # rows of the chunk handed on or reported
         try:
@@ -207,6 +216,9 @@ class Engine:
                 for item in chunk:
                     if run.stopping:
                         return
+                    if deadline is not None and time.time() >= deadline:
+                        run.close_window()
+                        return
                     if budget is not None and budget <= 0 and not isinstance(item, Skipped):
                         if not history or not _settled_earlier(job, item):
                             run.limited = True  # the canary is out: the rest waits
@@ -216,6 +228,8 @@ class Engine:
                     done += 1
                     if isinstance(item, Skipped):
                         write(line(item.row, item.recipient, item.status, reason=item.reason))
+                        if item.opens is not None:
+                            job.report.deferred(item.opens)
                     elif not history or not _settled_earlier(job, item):
                         idle = 0
                         if budget is not None:
@@ -291,6 +305,8 @@ class Engine:
         report = job.report
         while True:
             slot = pacer.try_acquire() or await pacer.acquire()
+            if job.deadline is not None and time.time() >= job.deadline:
+                run.close_window()
             if run.stopping:  # stopped while waiting for the pacer: this one never left
                 pacer.never_sent(slot)
                 return Attempt(Kind.RETRY, error="the run stopped before it was sent"), attempts

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runner.errors import Problem
+from runner.schedule import Schedule
 from runner.yamlsource import Mark
 from runner.yamlsource import Path as KeyPath
 
@@ -122,6 +123,7 @@ class Campaign:
     message: Message
     vars: Mapping[str, Any]
     delivery: Delivery
+    schedule: Schedule = field(default_factory=Schedule)
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
     marks: Mapping[str, Mark] = field(default_factory=dict, compare=False)
 

@@ -13,11 +13,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
+from runner import schedule as schedules
 from runner.apis import Request
 from runner.dedupe import SeenIndex
 from runner.errors import TooManyInvalid, UsageError
-from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, api_base, base_url_problem
-from runner.render import FILTERED, Renderer, Skip
+from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, Field, api_base, base_url_problem
+from runner.render import FILTERED, Renderer, Skip, is_template
 from runner.report import Line, line
 from runner.state import Prior
 from runner.status import Status
@@ -35,6 +36,7 @@ class Skipped(NamedTuple):
     reason: str
     recipient: str | None = None
     status: Status = Status.SKIPPED  # or INVALID: the row cannot become a request
+    opens: float | None = None  # DEFERRED: when the recipient's quiet hours end (epoch seconds)
 
 
 Item = Prepared | Skipped
@@ -107,25 +109,33 @@ def render_context(campaign: Campaign) -> dict[str, object]:
 def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
     """Every audience row, in order, as a request to send or a reason to skip it."""
     module = apis.module(campaign.bot.api)
-    renderer = Renderer(
-        module.template_fields(campaign.message), campaign.audience.where, render_context(campaign)
-    )
+    fields = module.template_fields(campaign.message)
+    schedule = campaign.schedule
+    quiet = schedule.quiet_start is not None and schedule.timezone is not None
+    zone_template = quiet and is_template(schedule.timezone or "")
+    if zone_template:  # rendered with the message, then taken off its values
+        fields = [*fields, Field(("schedule", "timezone"), schedule.timezone or "")]
+    renderer = Renderer(fields, campaign.audience.where, render_context(campaign))
     builder = module.builder(campaign.message, target)
     seen = SeenIndex()
     render, build, first_row = renderer.render, builder.build, seen.first_row
     for row in audience.rows(campaign.audience):
         n = row.n
-        fields = row.fields
-        if fields is None:
+        record = row.fields
+        if record is None:
             yield Skipped(n, row.error or "unreadable", None, Status.INVALID)
             continue
-        values = render(fields)
-        if type(values) is Skip:
+        values = render(record)
+        if isinstance(values, Skip):
             if values is FILTERED:
                 yield Skipped(n, values)
             else:
                 yield Skipped(n, values, None, Status.INVALID)
             continue
+        zone = schedule.timezone or ""
+        if zone_template:
+            zone = values[-1].strip()
+            values = values[:-1]
         built = build(values)
         if isinstance(built, str):
             yield Skipped(n, built, None, Status.INVALID)
@@ -135,7 +145,17 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
         if earlier is not None:
             yield Skipped(n, f"duplicate of row {earlier}", recipient)
             continue
-        yield Prepared(n, recipient, request, fields)
+        if quiet:
+            try:
+                opens = schedule.quiet_until(zone, schedules.now())
+            except ValueError as exc:
+                yield Skipped(n, f"{exc} in schedule.timezone", recipient, Status.INVALID)
+                continue
+            if opens is not None:
+                reason = f"quiet hours in {zone} until {opens:%H:%M} local"
+                yield Skipped(n, reason, recipient, Status.DEFERRED, opens.timestamp())
+                continue
+        yield Prepared(n, recipient, request, record)
 
 
 FIRST_INVALID = 10  # invalid rows listed when a run refuses

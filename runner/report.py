@@ -83,7 +83,12 @@ class Tally:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.reasons: dict[str, Counter[str]] = {"skipped": Counter(), "invalid": Counter()}
+        self.reasons: dict[str, Counter[str]] = {
+            "skipped": Counter(),
+            "invalid": Counter(),
+            "deferred": Counter(),
+        }
+        self.deferred_until: float | None = None  # when the first deferred recipient opens
         self.http: Counter[int] = Counter()
         self.errors: Counter[tuple[str, int | None, str]] = Counter()
         self.latencies: array[float] = array("d")
@@ -180,6 +185,12 @@ class ReportWriter:
         """One HTTP attempt of this run, answered with ``http_status`` (None: no answer)."""
         self.tally.attempted(http_status, started)
 
+    def deferred(self, opens: float | None) -> None:
+        """A deferred recipient, whose quiet hours end at ``opens`` (epoch seconds)."""
+        t = self.tally
+        if opens is not None and (t.deferred_until is None or opens < t.deferred_until):
+            t.deferred_until = opens
+
     def not_reached(self, rows: int) -> None:
         """Rows a stopped run never reached."""
         self.tally.not_reached += rows
@@ -212,6 +223,10 @@ class ReportWriter:
             "counts": {str(status): t.counts.get(status, 0) for status in REPORTED},
             "skipped_by_reason": dict(t.reasons["skipped"].most_common()),
             "invalid_by_reason": dict(t.reasons["invalid"].most_common()),
+            "deferred_by_reason": dict(t.reasons["deferred"].most_common()),
+            "deferred_until": datetime.fromtimestamp(t.deferred_until, UTC).isoformat()
+            if t.deferred_until is not None
+            else None,
             "first_invalid_rows": t.first_invalid,
             "not_reached": t.not_reached,
             "requests": t.requests,
@@ -294,7 +309,7 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
     lines = [f"## {inert.markdown(title)}", "", "| status | count |", "| --- | ---: |"]
     lines += [f"| {status} | {counts[status]} |" for status in counts if counts[status]]
     lines.append(f"| **rows** | **{summary['rows']}** |")
-    for status in ("skipped", "invalid"):
+    for status in ("skipped", "invalid", "deferred"):
         reasons = summary.get(f"{status}_by_reason")
         if reasons:
             lines += ["", f"| {status} because | count |", "| --- | ---: |"]

@@ -84,7 +84,7 @@ def test_the_good_campaigns_are_valid(check: Callable[[str], list[str]]) -> None
             "mesage:",
             "c.yaml:1:1: missing required key 'message'\n"
             "c.yaml:10:1: mesage: unknown key 'mesage'; did you mean 'message'? (expected one of: "
-            "audience, bot, delivery, description, message, name, vars, version)",
+            "audience, bot, delivery, description, message, name, schedule, vars, version)",
         ),
         (
             "  api: v1",

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from runner import campaign as campaigns
-from runner import inert, pipeline, plandigest, repository
+from runner import inert, pipeline, plandigest, repository, schedule
 from runner import state as states
 from runner.model import Campaign, api_base
 from runner.report import ReportWriter, default_folder, line
@@ -76,6 +76,8 @@ def plan(
         for item in items:
             if isinstance(item, pipeline.Skipped):
                 write(line(item.row, item.recipient, item.status, reason=item.reason))
+                if item.opens is not None:
+                    writer.deferred(item.opens)
                 continue
             if digest:  # every request the campaign renders, whatever the state says
                 digest.add(item)
@@ -140,6 +142,7 @@ def plan(
             "note": "Dry run: nothing was sent.",
             "plan_file": str(out) if out else None,
             "samples": samples[:3],  # for the job summary: messages a reviewer can read
+            "window": _window(campaign),
         },
         title=f"Plan: {campaign.name}",
     )
@@ -156,7 +159,7 @@ def text(result: PlanResult) -> str:
         f"  rows read      {s['rows']}" + (f" (first {s['limit']} only)" if s["limit"] else ""),
         f"  to send        {counts['planned']}",
     ]
-    for status in ("failed", "uncertain", "invalid", "skipped"):
+    for status in ("failed", "uncertain", "invalid", "deferred", "skipped"):
         if counts[status] or status == "skipped":
             lines.append(f"  {status:<14} {counts[status]}")
         reasons = s.get(f"{status}_by_reason") or {}
@@ -166,6 +169,10 @@ def text(result: PlanResult) -> str:
         f"  estimated duration  {_duration(s['estimated_duration_s'])} at "
         f"{c.bot.rate_limit} requests/s"
     )
+    if s.get("deferred_until"):
+        lines.append(f"  deferred until {s['deferred_until']} at the earliest (quiet hours)")
+    if s.get("window"):
+        lines.append(f"  send window    {s['window']}")
     if s.get("outside_repository"):
         lines.append(
             f"  audience outside the repository, on purpose: {s['outside_repository']} "
@@ -188,6 +195,20 @@ def text(result: PlanResult) -> str:
         lines.append(f"Plan file: {s['plan_file']}")
     lines.append("Dry run: nothing was sent.")
     return "\n".join(lines)
+
+
+def _window(campaign: Campaign) -> str | None:
+    """The send window and where now stands in it, for the preview."""
+    first, last = campaign.schedule.not_before, campaign.schedule.not_after
+    if first is None and last is None:
+        return None
+    now = schedule.now()
+    span = f"{first.isoformat() if first else '...'} to {last.isoformat() if last else '...'}"
+    if first is not None and now < first:
+        return f"{span} (not open yet: run refuses until it opens)"
+    if last is not None and now >= last:
+        return f"{span} (closed: run refuses)"
+    return f"{span} (open now)"
 
 
 def _short(text: str) -> str:

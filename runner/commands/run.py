@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import signal
 import sys
@@ -10,11 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import pacing, pipeline, plandigest, repository, state
+from runner import pacing, pipeline, plandigest, repository, schedule, state
 from runner.commands.plan import PlanResult, plan
 from runner.engine import Engine, Job, JobRun
 from runner.errors import CampaignError, InvalidCampaign, UsageError
@@ -22,6 +24,7 @@ from runner.mockserver import MockOptions, MockServer
 from runner.model import Campaign, Endpoint, api_base
 from runner.progress import Progress
 from runner.report import ReportWriter, default_folder, run_id
+from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state import Location, RunState
 from runner.status import Status
@@ -43,6 +46,7 @@ class RunOptions:
     quiet: bool = False
     outside_repo: bool = False  # the audience may lie outside the campaign's repository
     limit: int | None = None  # new recipients to send at most, then stop (a canary batch)
+    wait: bool = False  # stay until deferred recipients' quiet hours end, and send them
     to: tuple[str, ...] = ()  # a test send to these audience members only
 
 
@@ -86,14 +90,55 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
             for c in loaded
         ]
         return RunResult([], 0, options.sandbox, plans)
+    if options.to:  # a test send is not the broadcast: no window, no quiet hours
+        loaded = [dataclasses.replace(c, schedule=Schedule()) for c in loaded]
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
-    # Invalid rows are a decision, not a surprise: too many, and nothing is sent. (A test
-    # send renders only the rows it names.)
-    for c in loaded if not options.to else ():
-        pipeline.check_invalid(c, pipeline.endpoint(c, strict=False, token=MASK))
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_run(loaded, endpoints, options))
+    while True:
+        for c in loaded:  # outside the send window nothing is sent
+            c.schedule.check_window(schedule.now())
+        # Invalid rows are a decision, not a surprise: too many, and nothing is sent. (A test
+        # send renders only the rows it names.)
+        for c in loaded if not options.to else ():
+            pipeline.check_invalid(c, pipeline.endpoint(c, strict=False, token=MASK))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            result = runner.run(_run(loaded, endpoints, options))
+        opens = _next_opening(result, loaded) if options.wait else None
+        if opens is None:
+            return result
+        _wait_until(opens, result)
+
+
+def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
+    """When the first deferred recipient of a finished run may be sent, if within the window."""
+    if result.exit_code not in (0, 1):
+        return None
+    found = [
+        datetime.fromisoformat(r.summary["deferred_until"])
+        for r in result.results
+        if r.summary.get("deferred_until")
+    ]
+    if not found:
+        return None
+    opens = min(found)
+    closes = [c.schedule.not_after for c in loaded if c.schedule.not_after is not None]
+    if closes and opens >= min(closes):
+        _say(
+            f"the send window closes before {opens.isoformat()}: deferred recipients stay deferred"
+        )
+        return None
+    return opens
+
+
+def _wait_until(opens: datetime, result: RunResult) -> None:
+    """Sleep until ``opens``, saying so (Ctrl-C ends the wait with exit 130)."""
+    deferred = sum(r.summary["counts"]["deferred"] for r in result.results)
+    _say(
+        f"waiting until {opens.isoformat()} for {deferred} deferred recipient(s) "
+        "(their quiet hours); Ctrl-C stops waiting"
+    )
+    while (left := (opens - schedule.now()).total_seconds()) > 0:
+        schedule.sleep(min(left, 60.0))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -202,6 +247,7 @@ async def _broadcast(
                     resend_uncertain=options.resend_uncertain,
                     limit=options.limit,
                     ignore_history=test,
+                    deadline=c.schedule.not_after.timestamp() if c.schedule.not_after else None,
                 )
             )
         await states.lease_bots(list(zip(locations, bots, strict=True)), _say)
@@ -210,7 +256,9 @@ async def _broadcast(
         await _drive(engine, options.quiet)
         # What a stopped run left, read while the states are still open.
         rests = [
-            _rest(run) if run.interrupted or run.aborted or run.limited else None
+            _rest(run)
+            if run.interrupted or run.aborted or run.limited or run.window_closed
+            else None
             for run in engine.runs
         ]
     finally:
@@ -320,7 +368,12 @@ async def _finish(
         code = 130
     elif run.aborted:
         code = 3
-    elif counts.get(Status.FAILED) or counts.get(Status.UNCERTAIN) or counts.get(Status.UNSENT):
+    elif (
+        counts.get(Status.FAILED)
+        or counts.get(Status.UNCERTAIN)
+        or counts.get(Status.UNSENT)
+        or run.window_closed
+    ):
         code = 1
     else:
         code = 0
@@ -335,6 +388,8 @@ async def _finish(
         note = f"Aborted: {run.aborted}"
     elif run.interrupted:
         note = "Interrupted: rows not reached were not sent; run again to continue."
+    elif run.window_closed:
+        note = f"The send window closed at {c.schedule.not_after}; rows not reached were not sent."
     elif run.limited:
         note = f"Limited to {job.limit} new recipients; {remaining} remain: run again to continue."
     summary = job.report.finish(

@@ -1,0 +1,197 @@
+"""Send windows and quiet hours in each customer's own time zone."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from runner.schedule import Schedule
+from tests.helpers import ThreadedMock, results, summary
+
+CAMPAIGN = """\
+version: 1
+name: sale
+bot: {{id: "1", token: "${{TEST_TOKEN}}", base_url: "{url}", rate_limit: {rate}}}
+audience: {{file: people.csv}}
+message:
+  user_id: "{{{{ customer.id }}}}"
+  block_name: Sale
+schedule:
+{schedule}
+"""
+PEOPLE = "id,tz\n1,UTC\n2,Etc/GMT-6\n3,Mars/Olympus\n4,UTC\n"
+
+
+def write(tmp_path: Path, url: str, schedule: str, rate: int = 100, people: str = PEOPLE) -> Path:
+    (tmp_path / "people.csv").write_text(people)
+    path = tmp_path / "sale.yaml"
+    path.write_text(CAMPAIGN.format(url=url, rate=rate, schedule=schedule))
+    return path
+
+
+def quiet_now() -> str:
+    """Quiet hours that hold the present moment in UTC (and not six hours ahead of it)."""
+    now = datetime.now(UTC)
+    start = (now - timedelta(hours=1)).strftime("%H:00")
+    end = (now + timedelta(hours=1)).strftime("%H:00")
+    return f'  timezone: "{{{{ customer.tz }}}}"\n  quiet_hours: {{start: "{start}", end: "{end}"}}'
+
+
+def test_quiet_hours_are_counted_in_each_customers_own_zone() -> None:
+    s = Schedule(timezone="x", quiet_start=time(21, 0), quiet_end=time(8, 0))
+    at = datetime(2026, 11, 28, 14, 30, tzinfo=UTC)  # 21:30 in Hanoi, 14:30 in London
+    assert s.quiet_until("Asia/Ho_Chi_Minh", at) == datetime(
+        2026,
+        11,
+        29,
+        8,
+        0,
+        tzinfo=s.quiet_until("Asia/Ho_Chi_Minh", at).tzinfo,  # type: ignore[union-attr]
+    )
+    assert s.quiet_until("Europe/London", at) is None
+    early = datetime(2026, 11, 28, 23, 0, tzinfo=UTC)  # 06:00 in Hanoi: quiet until 08:00
+    opens = s.quiet_until("Asia/Ho_Chi_Minh", early)
+    assert opens is not None
+    assert opens.astimezone(UTC) == datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        s.quiet_until("Mars/Olympus", at)
+
+
+def test_recipients_in_their_quiet_hours_are_deferred_not_failed(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = write(tmp_path, server.url, quiet_now())
+    path.write_text(
+        path.read_text().replace(
+            "audience: {file: people.csv}", "audience: {file: people.csv, max_invalid: 1}"
+        )
+    )
+    preview = invoke("plan", path, "--report", "p")
+    assert "  to send        1" in preview.output
+    assert "  deferred       2" in preview.output
+    result = invoke("run", path, "--quiet", "--report", "r")
+    assert result.exit_code == 0, result.output  # deferred ones are not failures
+    got = {r["row"]: (r["status"], r["reason"]) for r in results(Path("r"))}
+    assert got[1][0] == "deferred"
+    assert got[1][1].startswith("quiet hours in UTC until ")
+    assert got[2] == ("sent", None)  # six hours ahead: awake
+    assert got[3] == (
+        "invalid",
+        "unknown time zone 'Mars/Olympus' (expected an IANA name like Asia/Ho_Chi_Minh) in "
+        "schedule.timezone",
+    )
+    assert [a.recipient for a in server.arrivals] == ["2"]
+    assert summary(Path("r"))["deferred_until"] is not None
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (
+            "  not_before: 2999-01-01T09:00:00+07:00",
+            "the send window opens at 2999-01-01T09:00:00+07:00 (in ",
+        ),
+        (
+            "  not_after: 2000-01-01T09:00:00+00:00",
+            "the send window closed at 2000-01-01T09:00:00+00:00; nothing was sent",
+        ),
+    ],
+)
+def test_outside_the_window_nothing_is_sent(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    window: str,
+    message: str,
+) -> None:
+    server = mock()
+    path = write(tmp_path, server.url, window, people="id,tz\n1,UTC\n")
+    result = invoke("run", path, "--quiet")
+    assert result.exit_code == 2
+    assert result.output.startswith(message)
+    assert server.arrivals == []
+
+
+def test_a_run_reaching_not_after_stops_starting_requests(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    closes = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    people = "id,tz\n" + "".join(f"{i},UTC\n" for i in range(1, 41))
+    path = write(tmp_path, server.url, f"  not_after: {closes}", rate=10, people=people)
+    result = invoke("run", path, "--quiet", "--report", "r")
+    assert result.exit_code == 1
+    s = summary(Path("r"))
+    assert 5 <= s["counts"]["sent"] < 40
+    assert s["counts"]["sent"] + s["counts"]["unsent"] + s["not_reached"] == 40
+    assert s["note"].startswith("The send window closed at ")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("  not_before: 2026-12-01T09:00:00", "add an offset (e.g. +07:00 or Z)"),
+        ("  not_before: tomorrow", "expected an ISO 8601 date and time with an offset"),
+        (
+            "  not_before: 2026-12-02T09:00:00Z\n  not_after: 2026-12-01T09:00:00Z",
+            "not_after must come after not_before",
+        ),
+        ("  timezone: Asia/Hanoi", "unknown time zone 'Asia/Hanoi'"),
+        (
+            '  quiet_hours: {start: "21:00", end: "08:00"}',
+            "quiet hours are local hours: give schedule.timezone",
+        ),
+        (
+            '  timezone: UTC\n  quiet_hours: {start: "9pm", end: "08:00"}',
+            "schedule.quiet_hours.start: expected text matching",
+        ),
+        ('  timezone: "{{ customer.zone }}"', "customer.zone: no such column in the audience"),
+    ],
+)
+def test_schedule_mistakes_are_found_at_validate(
+    invoke: Callable[..., Result], tmp_path: Path, schedule: str, expected: str
+) -> None:
+    path = write(tmp_path, "http://127.0.0.1:9", schedule)
+    result = invoke("validate", path)
+    assert result.exit_code == 2
+    assert expected in result.output
+
+
+def test_wait_sends_the_deferred_when_their_quiet_hours_end(
+    mock: Callable[..., ThreadedMock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fake clock: the run waits until the quiet hours end, then sends the rest."""
+    import runner.schedule
+    from runner.commands.run import RunOptions, run
+
+    server = mock()
+    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}  # 22:00 UTC: quiet
+
+    def now() -> datetime:
+        return clock["now"]
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += timedelta(seconds=seconds)
+
+    monkeypatch.setattr(runner.schedule, "now", now)
+    monkeypatch.setattr(runner.schedule, "sleep", sleep)
+    schedule = '  timezone: UTC\n  quiet_hours: {start: "21:00", end: "23:00"}'
+    path = write(tmp_path, server.url, schedule, people="id,tz\n1,UTC\n2,UTC\n")
+    result: dict[str, Any] = {}
+
+    def go() -> None:
+        result["run"] = run([str(path)], RunOptions(quiet=True, wait=True, report=Path("w")))
+
+    worker = threading.Thread(target=go)
+    worker.start()
+    worker.join(60)
+    assert result["run"].exit_code == 0
+    assert clock["now"] >= datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
+    assert sorted(a.recipient for a in server.arrivals) == ["1", "2"]
