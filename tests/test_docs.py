@@ -18,7 +18,7 @@ def yaml_blocks() -> list[str]:
 
 def test_the_example_campaign_in_the_readme_is_valid(tmp_path: Path) -> None:
     example = next(block for block in yaml_blocks() if block.lstrip().startswith("# yaml-lang"))
-    (tmp_path / "customers.csv").write_text("messenger_user_id,first_name,opted_in\n1,An,yes\n")
+    (tmp_path / "customers.csv").write_text("messenger_user_id,first_name,opted_in,tz\n1,An,yes,\n")
     path = tmp_path / "example.yaml"
     path.write_text(example)
     problems, _ = campaigns.problems_of(path)
