@@ -334,7 +334,7 @@ class Engine:
                 if not slot.sent:
                     pacer.never_sent(slot)
             attempt.latency_ms = round((time.monotonic() - started) * 1000, 2)
-            report.attempted(attempt.http_status, started)
+            report.attempted(attempt.http_status, started, attempt.kind.value, pacer.rate)
             if attempt.http_status is not None:
                 run.answered = True
             elif attempt.kind is Kind.RETRY and not run.answered:

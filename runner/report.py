@@ -97,6 +97,8 @@ class Tally:
         self.first_request: float | None = None
         self.last_request: float | None = None
         self.not_reached = 0
+        self.timeline: dict[str, array[int]] = {}
+        self.rates: array[float] = array("d")
 
     def add(self, line: Line, this_run: bool = True) -> None:
         status = line["status"]
@@ -122,13 +124,28 @@ class Tally:
         if latency is not None:
             self.latencies.append(latency)
 
-    def attempted(self, http_status: int | None, started: float) -> None:
+    def attempted(
+        self, http_status: int | None, started: float, kind: str = "sent", rate: float = 0.0
+    ) -> None:
         self.requests += 1
         if http_status is not None:
             self.http[http_status] += 1
         if self.first_request is None:
             self.first_request = started
         self.last_request = started
+        # Per second of the run: requests by outcome, and the pacer's rate (a small array per
+        # outcome, not a timestamp per request: a million-request run stays small).
+        second = int(started - self.first_request)
+        counts = self.timeline.get(kind)
+        if counts is None:
+            counts = self.timeline[kind] = array("I")
+        while len(counts) <= second:
+            counts.append(0)
+        counts[second] += 1
+        rates = self.rates
+        while len(rates) <= second:
+            rates.append(rate)
+        rates[second] = min(rates[second], rate) if rates[second] else rate
 
     def requests_per_s(self) -> float | None:
         """Intervals over the span between the first and the last request: a paced run never
@@ -181,9 +198,12 @@ class ReportWriter:
         if record is not None and line["status"] in UNDELIVERED:
             self._keep_undelivered(line, record)
 
-    def attempted(self, http_status: int | None, started: float) -> None:
-        """One HTTP attempt of this run, answered with ``http_status`` (None: no answer)."""
-        self.tally.attempted(http_status, started)
+    def attempted(
+        self, http_status: int | None, started: float, kind: str = "sent", rate: float = 0.0
+    ) -> None:
+        """One HTTP attempt of this run, answered with ``http_status`` (None: no answer), of
+        outcome ``kind``, made while the bot's pacer allowed ``rate`` requests/s."""
+        self.tally.attempted(http_status, started, kind, rate)
 
     def deferred(self, opens: float | None) -> None:
         """A deferred recipient, whose quiet hours end at ``opens`` (epoch seconds)."""
@@ -241,8 +261,13 @@ class ReportWriter:
         (self.directory / "summary.json").write_bytes(
             orjson.dumps(full, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         )
-        markdown = summary_markdown(full, title)
+        markdown = summary_markdown(full, title, t)
         (self.directory / "summary.md").write_text(markdown, encoding="utf-8")
+        from runner import htmlreport  # the page for people, beside the files for machines
+
+        (self.directory / "report.html").write_text(
+            htmlreport.render(full, t, title), encoding="utf-8"
+        )
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
             with open(step_summary, "a", encoding="utf-8") as handle:
@@ -304,7 +329,32 @@ def decoded(request: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def summary_markdown(summary: dict[str, Any], title: str) -> str:
+def _mermaid(tally: Tally, limit: float) -> list[str]:
+    """The timeline as a Mermaid xychart (GitHub renders it in job summaries): requests per
+    second over the run, at most 60 bars, with the rate limit as a line."""
+    seconds = max((len(a) for a in tally.timeline.values()), default=0)
+    if seconds < 2:
+        return []
+    per = -(-seconds // 60)
+    bars = [
+        sum(sum(a[b * per : (b + 1) * per]) for a in tally.timeline.values()) / per
+        for b in range(-(-seconds // per))
+    ]
+    top = max([*bars, limit]) * 1.1
+    return [
+        "",
+        "```mermaid",
+        "xychart-beta",
+        f'  title "Requests per second ({per} s a bar)"',
+        f'  x-axis "seconds" 0 --> {seconds}',
+        f'  y-axis "requests/s" 0 --> {top:.0f}',
+        f"  bar [{', '.join(f'{b:.1f}' for b in bars)}]",
+        f"  line [{', '.join(f'{limit:g}' for _ in bars)}]",
+        "```",
+    ]
+
+
+def summary_markdown(summary: dict[str, Any], title: str, tally: Tally | None = None) -> str:
     counts = summary["counts"]
     lines = [f"## {inert.markdown(title)}", "", "| status | count |", "| --- | ---: |"]
     lines += [f"| {status} | {counts[status]} |" for status in counts if counts[status]]
@@ -336,6 +386,8 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
         facts.append(f"exit code {summary['exit_code']}")
     if facts:
         lines += ["", "; ".join(facts) + "."]
+    if tally is not None:
+        lines += _mermaid(tally, float(summary.get("rate_limit") or 0))
     if summary.get("errors"):
         lines += [
             "",

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from runner import campaign as campaigns
-from runner import inert, pipeline, plandigest, repository, schedule
+from runner import htmlreport, inert, pipeline, plandigest, repository, schedule
 from runner import state as states
 from runner.model import Campaign, api_base
 from runner.report import ReportWriter, default_folder, line
@@ -127,6 +127,7 @@ def plan(
         {
             "campaign": campaign.name,
             "api": campaign.bot.api,
+            **htmlreport.identity(campaign),
             "mode": "plan",
             "sandbox": sandbox,
             "limit": limit,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import pacing, pipeline, plandigest, repository, schedule, state
+from runner import htmlreport, pacing, pipeline, plandigest, repository, schedule, state
 from runner.commands.plan import PlanResult, plan
 from runner.engine import Engine, Job, JobRun
 from runner.errors import CampaignError, InvalidCampaign, UsageError
@@ -396,6 +396,7 @@ async def _finish(
         {
             "campaign": c.name,
             "api": c.bot.api,
+            **htmlreport.identity(c),
             "mode": "sandbox" if sandbox else "test" if test else "run",
             "sandbox": sandbox,
             "run_id": rid,

@@ -1,0 +1,69 @@
+"""The report writer's own pieces: the summary's Markdown, decoded samples, the timeline."""
+
+from __future__ import annotations
+
+import re
+from array import array
+
+from runner.report import Tally, decoded, line, summary_markdown
+from runner.status import Status
+
+
+def test_decoded_requests_read_as_text() -> None:
+    v1 = {
+        "method": "POST",
+        "url": "https://api.smax.bot/bots/b/users/42/send?bot_token=***&block_name=Spring%20Sale"
+        "&greeting=Ch%C3%BAc%20m%E1%BB%ABng",
+        "body": None,
+    }
+    assert decoded(v1) == [
+        ("to", "42"),
+        ("bot_token", "***"),
+        ("block_name", "Spring Sale"),
+        ("greeting", "Chúc mừng"),
+    ]
+    v2 = {
+        "method": "POST",
+        "url": "https://x/public/bots/b/send",
+        "body": {
+            "customer_phone": "+84",
+            "messages": [{"text": "Xin chào"}],
+            "priority": ["phone"],
+        },
+    }
+    assert decoded(v2) == [
+        ("customer_phone", "+84"),
+        ("message 1", "Xin chào"),
+        ("priority", '["phone"]'),
+    ]
+
+
+def test_the_job_summary_draws_the_timeline_with_mermaid() -> None:
+    tally = Tally()
+    tally.timeline = {"sent": array("I", [25, 24, 25, 10]), "retry": array("I", [0, 1, 0, 0])}
+    tally.add(line(1, "1", Status.SENT))
+    summary = {
+        "counts": {"sent": 1},
+        "rows": 1,
+        "rate_limit": 25,
+        "skipped_by_reason": {},
+    }
+    text = summary_markdown(summary, "Run: x", tally)
+    assert "```mermaid\nxychart-beta\n" in text
+    assert "  bar [25.0, 25.0, 25.0, 10.0]" in text
+    assert "  line [25, 25, 25, 25]" in text
+
+
+def test_the_summary_escapes_what_it_did_not_write() -> None:
+    summary = {
+        "counts": {"skipped": 1},
+        "rows": 1,
+        "skipped_by_reason": {"<img src=x> | `code`": 1},
+        "errors": [
+            {"status": "failed", "http_status": 200, "error": "**bold** [x](y)", "count": 2}
+        ],
+    }
+    text = summary_markdown(summary, "Plan: <b>x</b>")
+    assert not re.search(r"(?<!\\)<", text)  # every < is escaped: no HTML gets through
+    assert r"\<img src=x\> \| \`code\`" in text
+    assert r"\*\*bold\*\* \[x\]\(y\)" in text
