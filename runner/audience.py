@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, AnyStr, NamedTuple
 
 import orjson
 
@@ -66,7 +66,7 @@ def columns(audience: Audience) -> set[str]:
     if audience.format == "csv":
         with _open_text(audience.file) as handle:
             return set(
-                _header(csv.reader(_bounded(handle, audience.file), strict=True), audience.file)
+                _header(csv.reader(_csv_lines(handle, audience.file), strict=True), audience.file)
             )
     reader = _jsonl if audience.format == "jsonl" else _json_array
     found: set[str] = set()
@@ -95,8 +95,9 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
 
 
-def _bounded(handle: IO[str], path: Path) -> Iterator[str]:
-    """The file's lines, refusing one past `MAX_LINE` before it is read whole."""
+def _bounded(handle: IO[AnyStr], path: Path, hint: str) -> Iterator[tuple[int, AnyStr]]:
+    """(line number, line) of a file, refusing a line past `MAX_LINE` before it is read
+    whole (a 2 GB file without a newline must not become a 2 GB string)."""
     number = 0
     while True:
         line = handle.readline(MAX_LINE + 1)
@@ -104,11 +105,13 @@ def _bounded(handle: IO[str], path: Path) -> Iterator[str]:
             return
         number += 1
         if len(line) > MAX_LINE:
-            raise AudienceError(
-                f"{path}:{number}: a line longer than {MAX_LINE:,} characters; "
-                "is this really a CSV file with one customer a line?"
-            )
-        yield line
+            raise AudienceError(f"{path}:{number}: a line longer than {MAX_LINE:,} {hint}")
+        yield number, line
+
+
+def _csv_lines(handle: IO[str], path: Path) -> Iterator[str]:
+    hint = "characters; is this really a CSV file with one customer a line?"
+    return (line for _, line in _bounded(handle, path, hint))
 
 
 def _header(reader: Any, path: Path) -> list[str]:
@@ -137,7 +140,7 @@ def _csv(path: Path) -> Iterator[Row]:
     with _open_text(path) as handle:
         # Strict: a quote that opens and never closes is an error, not a field that swallows
         # every row after it.
-        reader = csv.reader(_bounded(handle, path), strict=True)
+        reader = csv.reader(_csv_lines(handle, path), strict=True)
         header = _header(reader, path)
         if not header:
             return
@@ -194,17 +197,7 @@ def _has_float(value: Any) -> bool:
 def _jsonl(path: Path, clean: bool = True) -> Iterator[Row]:
     with path.open("rb") as handle:
         n = 0
-        number = 0
-        while True:
-            line = handle.readline(MAX_LINE + 1)
-            if not line:
-                return
-            number += 1
-            if len(line) > MAX_LINE:
-                raise AudienceError(
-                    f"{path}:{number}: a line longer than {MAX_LINE:,} bytes; JSON Lines "
-                    "holds one customer a line"
-                )
+        for number, line in _bounded(handle, path, "bytes; JSON Lines holds one customer a line"):
             if not line.strip():
                 continue
             n += 1
