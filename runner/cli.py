@@ -80,12 +80,15 @@ def validate(targets: tuple[str, ...], output: str, outside_repo: bool) -> int:
     Needs no secrets and no network. Exit 0 when every file is valid, 2 otherwise.
     """
     from runner.commands.validate import validate as run_validate
+    from runner.inert import terminal
 
     result = run_validate(list(targets), outside_repo=outside_repo)
     if output == "json":
         _json(result.as_dict())
     else:
-        click.echo(result.text(), err=result.exit_code != 0)
+        # Problems can quote the audience (its column names): shown inert.
+        shown = "\n".join(terminal(line) for line in result.text().split("\n"))
+        click.echo(shown, err=result.exit_code != 0)
     return result.exit_code
 
 

@@ -128,3 +128,19 @@ def test_affected_selects_campaigns_by_their_file_or_their_audience(
         "",
     ]
     assert not Path("PWNED").exists()
+
+
+def test_audience_text_in_a_problem_reaches_the_terminal_inert(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("people.csv", "id,\x1b]0;PWNED\x07name\n1,An\n")
+    write(
+        "c.yaml",
+        "version: 1\nname: x\nbot: {id: '1', token: '${T}'}\naudience: {file: people.csv}\n"
+        "message: {user_id: '{{ customer.id }}', block_name: '{{ customer.nme }}'}\n",
+    )
+    result = invoke("validate", "c.yaml")
+    assert result.exit_code == 2
+    assert "\x1b" not in result.output
+    assert "\x07" not in result.output
+    assert "?]0;PWNED?name" in result.output
