@@ -1,6 +1,6 @@
 """Progress while a run goes: a live bar on a terminal, a plain line every few seconds in CI.
 
-It also flushes the reports on each tick, so a crash loses at most the last tick's lines.
+The report writer flushes its own lines; a `--quiet` run starts no progress at all.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import IO, Any
 from runner.engine import JobRun
 from runner.model import Campaign
 
-TICK = 0.2  # seconds between bar refreshes and report flushes
+TICK = 0.2  # seconds between bar refreshes
 LOG_EVERY = 5.0  # seconds between plain lines without a terminal
 
 
@@ -77,8 +77,6 @@ class Progress:
         return rows, counts, requests
 
     def tick(self) -> None:
-        for job in self._jobs:
-            job.report.flush()
         if self._quiet:
             return
         rows, counts, requests = self._counts()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import time
 from array import array
 from collections import Counter
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from runner import inert
 from runner.errors import UsageError
 from runner.status import REPORTED, UNDELIVERED, Status
 
+FLUSH_EVERY = 0.2  # seconds between flushes of results.jsonl while lines arrive
 _MAX_REASONS = 20
 _MAX_ERRORS = 100  # distinct error groups kept for the summary
 _FIRST_INVALID = 10  # invalid rows listed by number in the summary
@@ -181,6 +183,7 @@ class ReportWriter:
         except OSError as exc:
             raise UsageError(f"{directory}: cannot write the report here: {exc.strerror}") from None
         self._undelivered: IO[bytes] | None = None
+        self._flushed = time.monotonic()
         self.tally = Tally()
         self.started = now_iso()
 
@@ -188,6 +191,10 @@ class ReportWriter:
         """A row settled by this run (or skipped by it)."""
         self._results.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
         self.tally.add(line)
+        now = time.monotonic()
+        if now - self._flushed >= FLUSH_EVERY:  # a crash loses at most this long's lines
+            self._results.flush()
+            self._flushed = now
         if record is not None and line["status"] in UNDELIVERED:
             self._keep_undelivered(line, record)
 

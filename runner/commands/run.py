@@ -334,7 +334,9 @@ async def _drive(engine: Engine, quiet: bool) -> None:
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-    progress = asyncio.ensure_future(Progress(engine.runs, quiet=quiet).run())
+    progress = asyncio.ensure_future(
+        Progress(engine.runs, quiet=quiet).run() if not quiet else asyncio.sleep(0)
+    )
     try:
         await main
     except asyncio.CancelledError:
