@@ -39,3 +39,18 @@ def test_the_core_never_imports_click() -> None:
         if path.name == "cli.py":
             continue
         assert "import click" not in path.read_text(), path
+
+
+def test_a_plain_install_ships_every_package_and_data_file() -> None:
+    """`pip install .` (not only an editable install) must carry all of runner/."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for init in (REPO / "runner").rglob("__init__.py")
+    }
+    assert set(config["packages"]) == packages
+    shipped = config["package-data"]["runner"]
+    assert "schemas/*.json" in shipped
+    assert "templates/*.j2" in shipped
