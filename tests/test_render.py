@@ -168,3 +168,14 @@ def test_recipient_keys_are_compared_after_nfc_and_trimming() -> None:
     assert not isinstance(first, str)
     assert not isinstance(second, str)
     assert first[0] == second[0] == composed
+
+
+def test_comparing_csv_text_with_a_number_says_what_to_do() -> None:
+    renderer = Renderer([Field(("message", "a"), "x")], "customer.age > 18", {"vars": {}})
+    assert renderer.render({"age": "20"}) == (
+        "'>' not supported between instances of 'str' and 'int' in audience.where: CSV values "
+        "are text; compare numbers with | int"
+    )
+    assert Renderer([Field(("message", "a"), "x")], "customer.age | int > 18", {"vars": {}}).render(
+        {"age": "20"}
+    ) == ["x"]
