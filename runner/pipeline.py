@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
 from runner import schedule as schedules
-from runner.apis import Request
+from runner.apis import Refusal, Request
 from runner.dedupe import SeenIndex
 from runner.errors import TooManyInvalid, UsageError
 from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, Field, api_base, base_url_problem
@@ -137,7 +137,7 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
             zone = values[-1].strip()
             values = values[:-1]
         built = build(values)
-        if isinstance(built, str):
+        if isinstance(built, Refusal):
             yield Skipped(n, built, None, Status.INVALID)
             continue
         recipient, request = built

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from runner import __version__, apis, pipeline
+from runner.apis import Refusal
 from runner.campaign import file_digest
 from runner.errors import PlanMismatch, UsageError
 from runner.model import Campaign, Endpoint
@@ -85,9 +86,9 @@ def template(campaign: Campaign, target: Endpoint) -> dict[str, Any]:
     api = apis.module(campaign.bot.api)
     sources = [field.source for field in api.template_fields(campaign.message)]
     built = api.builder(campaign.message, target).build(sources)
-    if isinstance(built, str):
-        return {"error": built}
-    return built[1].for_report()
+    if isinstance(built, Refusal):
+        return {"error": str(built)}
+    return built.request.for_report()
 
 
 def refuse_target(out: Path, campaign: Campaign) -> None:

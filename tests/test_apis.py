@@ -7,15 +7,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import orjson
 import pytest
 
-from runner.apis import Request, chatfuel, v1, v2
+from runner.apis import Built, Refusal, Request, chatfuel, v1, v2
 from runner.model import Endpoint, V1Message, V2Message
 
 ENDPOINT = Endpoint("https://api.smax.bot", "6123abcd", "t0k&n=")
 TRICKY = "Lan & Hoa = 100% 🎉 +x/y?z#w"
 
 
-def built(result: tuple[str, Request] | str) -> tuple[str, Request]:
-    assert not isinstance(result, str), result
+def built(result: Built | Refusal) -> Built:
+    assert isinstance(result, Built), result
     return result
 
 

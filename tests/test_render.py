@@ -158,16 +158,16 @@ def test_templates_see_data_and_stay_within_limits(source: str, reason: str) -> 
 
 
 def test_recipient_keys_are_compared_after_nfc_and_trimming() -> None:
-    from runner.apis import v1
+    from runner.apis import Built, v1
     from runner.model import Endpoint, V1Message
 
     build = v1.builder(V1Message(user_id="x", block_name="B"), Endpoint("http://h", "b", "t")).build
     composed, decomposed = "Nguy\u1ec5n", "Nguye\u0302\u0303n"
     first = build([f" {composed} ", "B"])
     second = build([decomposed, "B"])
-    assert not isinstance(first, str)
-    assert not isinstance(second, str)
-    assert first[0] == second[0] == composed
+    assert isinstance(first, Built)
+    assert isinstance(second, Built)
+    assert first.recipient == second.recipient == composed
 
 
 def test_comparing_csv_text_with_a_number_says_what_to_do() -> None:

@@ -36,11 +36,27 @@ class Request(NamedTuple):
         }
 
 
-class Builder(Protocol):
-    """Rendered values (in `Api.template_fields` order) -> (recipient key, request), or the
-    reason this row cannot become a request."""
+class Built(NamedTuple):
+    """A row made into a request, and the key its recipient is known by (dedupe, state)."""
 
-    def build(self, values: Sequence[str]) -> tuple[str, Request] | str: ...
+    recipient: str
+    request: Request
+
+
+class Refusal(str):
+    """Why a row cannot become a request ("no recipient id"). A str subclass, as
+    `render.Skip` is: one is made per refused row, and telling it apart is one type check."""
+
+    __slots__ = ()
+
+
+NO_RECIPIENT = Refusal("no recipient id")
+
+
+class Builder(Protocol):
+    """Rendered values (in `Api.template_fields` order) -> the request, or a `Refusal`."""
+
+    def build(self, values: Sequence[str]) -> Built | Refusal: ...
 
 
 class Api(Protocol):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from runner.apis import Request, check_attributes
+from runner.apis import NO_RECIPIENT, Built, Refusal, Request, check_attributes
 from runner.model import Endpoint, Field, V1Message
 
 _JSON = {"Content-Type": "application/json"}
@@ -110,17 +110,17 @@ class QueryBuilder:
         self._attribute_prefixes = [f"&{_q(name)}=" for name, _ in message.attributes]
         self._suffix = "" if tag is None else f"&{names['tag']}={_q(tag)}"
 
-    def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
+    def build(self, values: Sequence[str]) -> Built | Refusal:
         user_id = values[0].strip()
         if not user_id:
-            return "no recipient id"
+            return NO_RECIPIENT
         if not user_id.isascii():  # the same person however their id was typed
             user_id = unicodedata.normalize("NFC", user_id)
         if not values[1]:
-            return f"{self._block_param} renders empty"
+            return Refusal(f"{self._block_param} renders empty")
         parts = [self._prefix, _q(user_id), self._token_part, _q(values[1])]
         for prefix, value in zip(self._attribute_prefixes, values[2:], strict=True):
             parts.append(prefix)
             parts.append(_q(value))
         parts.append(self._suffix)
-        return user_id, Request("POST", "".join(parts), _JSON, None)
+        return Built(user_id, Request("POST", "".join(parts), _JSON, None))

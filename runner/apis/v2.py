@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import orjson
 
-from runner.apis import Request
+from runner.apis import NO_RECIPIENT, Built, Refusal, Request
 from runner.model import Endpoint, Field, V2Message
 
 IDENTIFIERS = ("id", "email", "phone", "fbid")
@@ -94,24 +94,24 @@ class Builder:
         # Identifiers absent from priority still identify the customer; try them last.
         self._key_order += [k for k in IDENTIFIERS if k not in self._key_order]
 
-    def build(self, values: Sequence[str]) -> tuple[str, Request] | str:
+    def build(self, values: Sequence[str]) -> Built | Refusal:
         n_ids, n_tokens = len(self._ids), len(self._tokens)
         ids = {key: _key(value) for key, value in zip(self._ids, values[:n_ids], strict=True)}
         recipient = next((ids[k] for k in self._key_order if ids.get(k)), "")
         if not recipient:
-            return "no recipient id"
+            return NO_RECIPIENT
         body: dict[str, Any] = {f"customer_{k}": v for k, v in ids.items() if v}
         if self._texts:
             texts = values[n_ids + n_tokens :]
             for i, text in enumerate(texts):
                 if not text.strip():
-                    return f"message.messages[{i}].text renders empty"
+                    return Refusal(f"message.messages[{i}].text renders empty")
             body["messages"] = [{"text": text} for text in texts]
         for key, value in zip(self._tokens, values[n_ids : n_ids + n_tokens], strict=True):
             if value:
                 body[key] = value
         body.update(self._constant)
-        return recipient, Request("POST", self._url, self._headers, orjson.dumps(body))
+        return Built(recipient, Request("POST", self._url, self._headers, orjson.dumps(body)))
 
 
 def _key(value: str) -> str:
