@@ -8,6 +8,8 @@ import orjson
 import pytest
 
 from runner.apis import Built, Refusal, Request, chatfuel, v1, v2
+from runner.apis.v1 import QueryFields
+from runner.apis.v2 import V2Fields
 from runner.model import Endpoint, V1Message, V2Message
 
 ENDPOINT = Endpoint("https://api.smax.bot", "6123abcd", "t0k&n=")
@@ -30,9 +32,8 @@ def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
         messaging_tag="ACCOUNT_UPDATE",
         attributes=(("greeting", ""), ("note", "")),
     )
-    recipient, request = built(
-        v1.builder(message, ENDPOINT).build(["u 1/2", "Spring Sale", TRICKY, ""])
-    )
+    fields = QueryFields(user_id="u 1/2", block="Spring Sale", attributes=(TRICKY, ""))
+    recipient, request = built(v1.builder(message, ENDPOINT).make(fields))
     assert recipient == "u 1/2"
     assert request.method == "POST"
     assert request.body is None
@@ -51,7 +52,7 @@ def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
 
 def test_v1_block_id_and_no_tag() -> None:
     message = V1Message(user_id="", block_id="42")
-    _, request = built(v1.builder(message, ENDPOINT).build(["7", "42"]))
+    _, request = built(v1.builder(message, ENDPOINT).make(QueryFields(user_id="7", block="42")))
     assert query(request)[1:] == [("block_id", "42")]
 
 
@@ -59,7 +60,8 @@ def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
     message = V1Message(
         user_id="", flow_name="Welcome", messaging_tag="ACCOUNT_UPDATE", attributes=(("plan", ""),)
     )
-    _, request = built(chatfuel.builder(message, ENDPOINT).build(["7", "Welcome", "PRO"]))
+    fields = QueryFields(user_id="7", block="Welcome", attributes=("PRO",))
+    _, request = built(chatfuel.builder(message, ENDPOINT).make(fields))
     assert query(request) == [
         ("chatfuel_token", "t0k&n="),
         ("chatfuel_flow_name", "Welcome"),
@@ -70,8 +72,10 @@ def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
 
 def test_v1_skips_an_empty_recipient() -> None:
     builder = v1.builder(V1Message(user_id="", block_name="B"), ENDPOINT)
+    assert builder.make(QueryFields(user_id="  ", block="B")) == "no recipient id"
+    assert builder.make(QueryFields(user_id="1", block="")) == "block_name renders empty"
+    # The renderer's values come in the order of template_fields: user_id, block, attributes.
     assert builder.build(["  ", "B"]) == "no recipient id"
-    assert builder.build(["1", ""]) == "block_name renders empty"
 
 
 def test_a_masked_preview_shows_the_mask_plainly() -> None:
@@ -93,7 +97,14 @@ def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() 
         messaging_tag="POST_PURCHASE_UPDATE",
         priority=("phone", "email"),
     )
-    recipient, request = built(builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"]))
+    fields = V2Fields(
+        identifiers={"id": "", "email": "a@b.c", "phone": "+84 90"},
+        tokens={"notification_messages_token": ""},
+        texts=("Xin chào An", "🎉"),
+    )
+    recipient, request = built(builder.make(fields))
+    # The same, as the renderer gives them: identifiers, tokens, then texts.
+    assert builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"]) == (recipient, request)
     assert recipient == "+84 90"  # no id: the first identifier in priority order
     assert request.url == "https://api.smax.bot/bots/6123abcd/send"
     assert request.headers["Authorization"] == "Bearer t0k&n="
@@ -107,21 +118,22 @@ def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() 
 
 
 @pytest.mark.parametrize(
-    ("values", "recipient"),
+    ("identifiers", "recipient"),
     [
-        (["c-1", "a@b.c", "+84"], "c-1"),  # the id wins
-        (["", "a@b.c", "+84"], "+84"),  # then the default priority: fbid, phone, email
-        (["", "a@b.c", ""], "a@b.c"),
+        ({"id": "c-1", "email": "a@b.c", "phone": "+84"}, "c-1"),  # the id wins
+        ({"id": "", "email": "a@b.c", "phone": "+84"}, "+84"),  # then fbid, phone, email
+        ({"id": "", "email": "a@b.c", "phone": ""}, "a@b.c"),
     ],
 )
-def test_v2_recipient_key(values: list[str], recipient: str) -> None:
-    got = v2_builder(block_id="9").build(values)
-    assert not isinstance(got, str)
-    assert got[0] == recipient
-    assert orjson.loads(got[1].body or b"")["block_id"] == "9"
+def test_v2_recipient_key(identifiers: dict[str, str], recipient: str) -> None:
+    got = built(v2_builder(block_id="9").make(V2Fields(identifiers)))
+    assert got.recipient == recipient
+    assert orjson.loads(got.request.body or b"")["block_id"] == "9"
 
 
 def test_v2_without_any_identifier_or_with_an_empty_text_is_skipped() -> None:
-    assert v2_builder(block_id="9").build(["", "", " "]) == "no recipient id"
+    nobody = V2Fields({"id": "", "email": "", "phone": " "})
+    assert v2_builder(block_id="9").make(nobody) == "no recipient id"
     builder = v2_builder(messages=("x",))
-    assert builder.build(["1", "", "", " "]) == "message.messages[0].text renders empty"
+    empty = V2Fields({"id": "1", "email": "", "phone": ""}, texts=(" ",))
+    assert builder.make(empty) == "message.messages[0].text renders empty"

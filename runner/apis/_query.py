@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from runner.apis import NO_RECIPIENT, Built, Refusal, Request, check_attributes
@@ -88,6 +88,14 @@ def _block(message: V1Message) -> tuple[str, str] | None:
     return None
 
 
+class QueryFields(NamedTuple):
+    """V1's and Chatfuel's rendered values, by name."""
+
+    user_id: str
+    block: str  # the block's name or id, or Chatfuel's flow name
+    attributes: Sequence[str] = ()  # in the order of message.attributes
+
+
 class QueryBuilder:
     """Builds ``POST {base}/bots/{bot}/users/{user}/send?...`` with the constant part made once."""
 
@@ -111,15 +119,19 @@ class QueryBuilder:
         self._suffix = "" if tag is None else f"&{names['tag']}={_q(tag)}"
 
     def build(self, values: Sequence[str]) -> Built | Refusal:
-        user_id = values[0].strip()
+        """The request of the values the renderer made, in `fields` order."""
+        return self.make(QueryFields(values[0], values[1], values[2:]))
+
+    def make(self, fields: QueryFields) -> Built | Refusal:
+        user_id = fields.user_id.strip()
         if not user_id:
             return NO_RECIPIENT
         if not user_id.isascii():  # the same person however their id was typed
             user_id = unicodedata.normalize("NFC", user_id)
-        if not values[1]:
+        if not fields.block:
             return Refusal(f"{self._block_param} renders empty")
-        parts = [self._prefix, _q(user_id), self._token_part, _q(values[1])]
-        for prefix, value in zip(self._attribute_prefixes, values[2:], strict=True):
+        parts = [self._prefix, _q(user_id), self._token_part, _q(fields.block)]
+        for prefix, value in zip(self._attribute_prefixes, fields.attributes, strict=True):
             parts.append(prefix)
             parts.append(_q(value))
         parts.append(self._suffix)

@@ -7,6 +7,8 @@ from typing import Any
 from runner.apis import _query
 from runner.model import Endpoint, Field, V1Message
 
+QueryFields = _query.QueryFields  # V1's rendered values, by name (Chatfuel's too)
+
 NAMES = {
     "token": "bot_token",
     "block_name": "block_name",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -71,6 +71,14 @@ def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     return problems
 
 
+class V2Fields(NamedTuple):
+    """V2's rendered values, by name."""
+
+    identifiers: Mapping[str, str]  # id, email, phone, fbid: those the message names
+    tokens: Mapping[str, str] = {}
+    texts: Sequence[str] = ()  # the messages' texts, in order
+
+
 class Builder:
     def __init__(self, message: V2Message, endpoint: Endpoint) -> None:
         self._url = f"{endpoint.base_url}/bots/{quote(endpoint.bot_id, safe='')}/send"
@@ -95,19 +103,28 @@ class Builder:
         self._key_order += [k for k in IDENTIFIERS if k not in self._key_order]
 
     def build(self, values: Sequence[str]) -> Built | Refusal:
+        """The request of the values the renderer made, in `template_fields` order."""
         n_ids, n_tokens = len(self._ids), len(self._tokens)
-        ids = {key: _key(value) for key, value in zip(self._ids, values[:n_ids], strict=True)}
+        return self.make(
+            V2Fields(
+                dict(zip(self._ids, values[:n_ids], strict=True)),
+                dict(zip(self._tokens, values[n_ids : n_ids + n_tokens], strict=True)),
+                values[n_ids + n_tokens :],
+            )
+        )
+
+    def make(self, fields: V2Fields) -> Built | Refusal:
+        ids = {key: _key(value) for key, value in fields.identifiers.items()}
         recipient = next((ids[k] for k in self._key_order if ids.get(k)), "")
         if not recipient:
             return NO_RECIPIENT
         body: dict[str, Any] = {f"customer_{k}": v for k, v in ids.items() if v}
         if self._texts:
-            texts = values[n_ids + n_tokens :]
-            for i, text in enumerate(texts):
+            for i, text in enumerate(fields.texts):
                 if not text.strip():
                     return Refusal(f"message.messages[{i}].text renders empty")
-            body["messages"] = [{"text": text} for text in texts]
-        for key, value in zip(self._tokens, values[n_ids : n_ids + n_tokens], strict=True):
+            body["messages"] = [{"text": text} for text in fields.texts]
+        for key, value in fields.tokens.items():
             if value:
                 body[key] = value
         body.update(self._constant)
