@@ -22,7 +22,7 @@ from markupsafe import Markup
 from runner import repository
 from runner.campaign import file_digest
 from runner.model import Campaign
-from runner.report import Tally, decoded
+from runner.report import Tally, decoded, facts
 from runner.secrets import MASK
 
 COLORS = {
@@ -84,7 +84,7 @@ def render(summary: Mapping[str, Any], tally: Tally, title: str) -> str:
         mode_class="real" if mode == "run" else mode,
         mode_label=label.get(mode, str(mode).upper()),
         counts=counts,
-        facts=_facts(summary),
+        facts="; ".join([f"{summary['rows']} rows", *facts(summary)]),
         timeline=Markup(_timeline(tally, summary)) if tally.timeline else "",
         legend=[(_NAMES.get(k, k), COLORS.get(k, "#999")) for k in COLORS if k in tally.timeline],
         adapted=bool(summary.get("rate_lowest")),
@@ -112,25 +112,6 @@ class _Obj:
 
     def __getattr__(self, name: str) -> Any:
         return self._data.get(name)
-
-
-def _facts(summary: Mapping[str, Any]) -> str:
-    facts = [f"{summary['rows']} rows"]
-    if summary.get("requests"):
-        facts.append(f"{summary['requests']} requests")
-    if summary.get("duration_s") is not None:
-        facts.append(f"{summary['duration_s']} s")
-    if summary.get("requests_per_s"):
-        facts.append(f"{summary['requests_per_s']} requests/s (limit {summary.get('rate_limit')})")
-    if summary.get("rate_lowest"):
-        facts.append(f"rate lowered to {summary['rate_lowest']}/s after 429s")
-    if summary.get("estimated_duration_s") is not None:
-        facts.append(f"estimated duration {summary['estimated_duration_s']} s")
-    if summary.get("not_reached"):
-        facts.append(f"{summary['not_reached']} rows not reached")
-    if summary.get("deferred_until"):
-        facts.append(f"deferred until {summary['deferred_until']} at the earliest")
-    return "; ".join(facts)
 
 
 def _timeline(tally: Tally, summary: Mapping[str, Any]) -> str:

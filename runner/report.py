@@ -336,6 +336,26 @@ def decoded(request: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def facts(summary: Mapping[str, Any]) -> list[str]:
+    """The run's figures in words, for summary.md and report.html alike."""
+    found = []
+    if summary.get("duration_s") is not None:
+        found.append(f"duration {summary['duration_s']} s")
+    if summary.get("requests"):
+        found.append(f"{summary['requests']} requests")
+    if summary.get("requests_per_s"):
+        found.append(f"{summary['requests_per_s']} requests/s (limit {summary.get('rate_limit')})")
+    if summary.get("rate_lowest"):
+        found.append(f"rate lowered to {summary['rate_lowest']}/s after 429s")
+    if summary.get("estimated_duration_s") is not None:
+        found.append(f"estimated duration {summary['estimated_duration_s']} s")
+    if summary.get("not_reached"):
+        found.append(f"{summary['not_reached']} rows not reached")
+    if summary.get("deferred_until"):
+        found.append(f"deferred until {summary['deferred_until']} at the earliest")
+    return found
+
+
 def _mermaid(tally: Tally, limit: float) -> list[str]:
     """The timeline as a Mermaid xychart (GitHub renders it in job summaries): requests per
     second over the run, at most 60 bars, with the rate limit as a line."""
@@ -371,28 +391,16 @@ def summary_markdown(summary: dict[str, Any], title: str, tally: Tally | None = 
         if reasons:
             lines += ["", f"| {status} because | count |", "| --- | ---: |"]
             lines += [f"| {inert.markdown(r)} | {n} |" for r, n in reasons.items()]
-    facts = []
-    if summary.get("duration_s") is not None:
-        facts.append(f"duration {summary['duration_s']} s")
-    if summary.get("requests"):
-        facts.append(f"{summary['requests']} requests")
-    if summary.get("requests_per_s"):
-        facts.append(f"{summary['requests_per_s']} requests/s")
-    if summary.get("rate_lowest"):
-        facts.append(f"rate lowered to {summary['rate_lowest']}/s after 429s")
-    if summary.get("estimated_duration_s") is not None:
-        facts.append(f"estimated duration {summary['estimated_duration_s']} s")
+    found = facts(summary)
     if summary.get("latency_ms"):
         lat = summary["latency_ms"]
-        facts.append(f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
+        found.append(f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     if summary.get("http_status"):
-        facts.append("HTTP " + ", ".join(f"{k}: {v}" for k, v in summary["http_status"].items()))
-    if summary.get("not_reached"):
-        facts.append(f"{summary['not_reached']} rows not reached")
+        found.append("HTTP " + ", ".join(f"{k}: {v}" for k, v in summary["http_status"].items()))
     if summary.get("exit_code") is not None:
-        facts.append(f"exit code {summary['exit_code']}")
-    if facts:
-        lines += ["", "; ".join(facts) + "."]
+        found.append(f"exit code {summary['exit_code']}")
+    if found:
+        lines += ["", "; ".join(found) + "."]
     if tally is not None:
         lines += _mermaid(tally, float(summary.get("rate_limit") or 0))
     if summary.get("errors"):

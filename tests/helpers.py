@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,19 @@ def results(report_dir: Path) -> list[dict[str, Any]]:
 
 def summary(report_dir: Path) -> dict[str, Any]:
     return json.loads((report_dir / "summary.json").read_text())
+
+
+def wait_for_arrivals(server: ThreadedMock, count: int, limit: float = 20) -> None:
+    """Until the server has seen ``count`` requests (a run is under way)."""
+    deadline = time.monotonic() + limit
+    while len(server.arrivals) < count:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+
+
+def delivered(server: ThreadedMock) -> Counter[str]:
+    """How many times each recipient got the message, as the server counted."""
+    return Counter(a.recipient for a in server.arrivals if a.status == 200)
 
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

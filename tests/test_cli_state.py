@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from click.testing import Result
 
 from runner.pacing import busiest_window
-from tests.helpers import ThreadedMock, results, summary
+from tests.helpers import ThreadedMock, delivered, results, summary, wait_for_arrivals
 
 
 def campaign_run(*args: str | Path, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
@@ -31,17 +30,6 @@ def campaign_run(*args: str | Path, cwd: Path | None = None, **env: str) -> subp
         cwd=cwd,
         env={**os.environ, **env},
     )
-
-
-def wait_for(server: ThreadedMock, count: int, limit: float = 20) -> None:
-    deadline = time.monotonic() + limit
-    while len(server.arrivals) < count:
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
-
-
-def delivered(server: ThreadedMock) -> Counter[str]:
-    return Counter(a.recipient for a in server.arrivals if a.status == 200)
 
 
 def test_the_same_campaign_from_any_folder_uses_the_same_state(
@@ -119,7 +107,7 @@ def test_sigkill_and_rerun_with_postgres_send_nobody_twice(
     server = mock(latency_ms=10)
     path = v1_campaign(server.url, rows=200, rate=200, concurrency=10)
     first = campaign_run(path, "--report", "r1", "--state", postgres_url)
-    wait_for(server, 40)
+    wait_for_arrivals(server, 40)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=20)
     second = campaign_run(path, "--report", "r2", "--state", postgres_url)
@@ -140,7 +128,7 @@ def test_a_second_run_at_once_is_refused_saying_who_holds_it(
     path = v1_campaign(server.url, rows=60, rate=20, concurrency=2)
     first = campaign_run(path, "--report", "r1", "--state", postgres_url)
     try:
-        wait_for(server, 3)
+        wait_for_arrivals(server, 3)
         second = campaign_run(path, "--report", "r2", "--state", postgres_url)
         _, err = second.communicate(timeout=30)
         assert second.returncode == 2
@@ -184,7 +172,7 @@ def test_a_lost_database_connection_stops_the_run(
     server = mock(latency_ms=20)
     path = v1_campaign(server.url, rows=300, rate=50, concurrency=5)
     run = campaign_run(path, "--report", "r", "--state", postgres_url)
-    wait_for(server, 20)
+    wait_for_arrivals(server, 20)
 
     async def cut() -> None:
         connection = await asyncpg.connect(postgres_url)

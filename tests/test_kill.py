@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import ThreadedMock, results
+from tests.helpers import ThreadedMock, delivered, results, wait_for_arrivals
 
 ROWS = 300
 CONCURRENCY = 10
@@ -31,17 +31,6 @@ def start(path: Path, report: str) -> subprocess.Popen[str]:
         text=True,
         env=os.environ.copy(),
     )
-
-
-def wait_for_arrivals(server: ThreadedMock, count: int, limit: float = 20) -> None:
-    deadline = time.monotonic() + limit
-    while len(server.arrivals) < count:
-        assert time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.01)
-
-
-def delivered(server: ThreadedMock) -> Counter[str]:
-    return Counter(a.recipient for a in server.arrivals if a.status == 200)
 
 
 def test_sigkill_loses_nothing_and_sends_nobody_twice(
