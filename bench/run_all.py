@@ -54,10 +54,19 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the scripts")
+    parser.add_argument(
+        "--only",
+        choices=["postgres", "others"],
+        help="only the benchmarks that need a PostgreSQL server ($CAMPAIGN_BENCH_POSTGRES), "
+        "or only the others",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     failed = 0
     for script, *options in SMOKE if args.smoke else FULL:
+        postgres = script == "state_backends.py" or "postgres" in options
+        if args.only and (args.only == "postgres") != postgres:
+            continue
         done = subprocess.run(
             [sys.executable, str(HERE / script), *options], capture_output=True, text=True
         )
