@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
 from runner import schedule as schedules
-from runner.apis import Refusal, Request
+from runner.apis import Refusal, Request, recipient_key
 from runner.dedupe import SeenIndex
 from runner.errors import TooManyInvalid, UsageError
 from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, Field, api_base, base_url_problem
@@ -166,7 +165,7 @@ def select(campaign: Campaign, target: Endpoint, wanted: Sequence[str]) -> list[
     """The requests to the audience members ``wanted`` (recipient keys, compared as the state
     compares them), for a test send; `UsageError` naming the closest keys when one is not in
     the audience."""
-    keys = {_normal(w): w for w in wanted}
+    keys = {recipient_key(w): w for w in wanted}
     found: dict[str, Prepared] = {}
     seen: list[str] = []
     for item in prepare(campaign, target):
@@ -187,11 +186,6 @@ def select(campaign: Campaign, target: Endpoint, wanted: Sequence[str]) -> list[
             )
         raise UsageError("\n".join([*lines, "nothing was sent"]))
     return list(found.values())
-
-
-def _normal(key: str) -> str:
-    key = key.strip()
-    return key if key.isascii() else unicodedata.normalize("NFC", key)
 
 
 def invalid_allowed(max_invalid: int | str, rows: int) -> int:

@@ -8,6 +8,7 @@ reviewer sees is what is sent.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -51,6 +52,13 @@ class Refusal(str):
 
 
 NO_RECIPIENT = Refusal("no recipient id")
+
+
+def recipient_key(text: str) -> str:
+    """An identifier as recipients are compared (dedupe, state, `run --to`): trimmed, and in
+    Unicode NFC, so that the same person typed two ways is one recipient."""
+    text = text.strip()
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 class Builder(Protocol):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from runner.apis import NO_RECIPIENT, Built, Refusal, Request, check_attributes
+from runner.apis import NO_RECIPIENT, Built, Refusal, Request, check_attributes, recipient_key
 from runner.model import Endpoint, Field, V1Message
 
 _JSON = {"Content-Type": "application/json"}
@@ -123,11 +122,9 @@ class QueryBuilder:
         return self.make(QueryFields(values[0], values[1], values[2:]))
 
     def make(self, fields: QueryFields) -> Built | Refusal:
-        user_id = fields.user_id.strip()
+        user_id = recipient_key(fields.user_id)
         if not user_id:
             return NO_RECIPIENT
-        if not user_id.isascii():  # the same person however their id was typed
-            user_id = unicodedata.normalize("NFC", user_id)
         if not fields.block:
             return Refusal(f"{self._block_param} renders empty")
         parts = [self._prefix, _q(user_id), self._token_part, _q(fields.block)]

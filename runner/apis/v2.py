@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
 
-from runner.apis import NO_RECIPIENT, Built, Refusal, Request
+from runner.apis import NO_RECIPIENT, Built, Refusal, Request, recipient_key
 from runner.model import Endpoint, Field, V2Message
 
 IDENTIFIERS = ("id", "email", "phone", "fbid")
@@ -114,7 +113,7 @@ class Builder:
         )
 
     def make(self, fields: V2Fields) -> Built | Refusal:
-        ids = {key: _key(value) for key, value in fields.identifiers.items()}
+        ids = {key: recipient_key(value) for key, value in fields.identifiers.items()}
         recipient = next((ids[k] for k in self._key_order if ids.get(k)), "")
         if not recipient:
             return NO_RECIPIENT
@@ -129,12 +128,6 @@ class Builder:
                 body[key] = value
         body.update(self._constant)
         return Built(recipient, Request("POST", self._url, self._headers, orjson.dumps(body)))
-
-
-def _key(value: str) -> str:
-    """An identifier as it is compared: trimmed, Unicode NFC (the same person however typed)."""
-    value = value.strip()
-    return value if value.isascii() else unicodedata.normalize("NFC", value)
 
 
 def builder(message: V2Message, endpoint: Endpoint) -> Builder:
