@@ -219,23 +219,21 @@ class Engine:
                     if deadline is not None and time.time() >= deadline:
                         run.close_window()
                         return
-                    if budget is not None and budget <= 0 and not isinstance(item, Skipped):
-                        if not history or not _settled_earlier(job, item):
-                            run.limited = True  # the canary is out: the rest waits
-                            return
-                        done += 1
-                        continue
-                    done += 1
                     if isinstance(item, Skipped):
                         write(line(item.row, item.recipient, item.status, reason=item.reason))
                         if item.opens is not None:
                             job.report.deferred(item.opens)
-                    elif not history or not _settled_earlier(job, item):
-                        idle = 0
+                    elif not (history and _settled_earlier(job, item)):
                         if budget is not None:
+                            if budget <= 0:
+                                run.limited = True  # the canary is out: the rest waits
+                                return
                             budget -= 1
+                        done += 1
+                        idle = 0
                         yield item
                         continue
+                    done += 1
                     idle += 1
                     if idle >= _YIELD_EVERY:
                         idle = 0
