@@ -426,5 +426,5 @@ def _settled_earlier(job: Job, item: Prepared) -> bool:
     )
     if found is None:
         return False
-    job.report.write_earlier(found, record=item.record)
+    job.report.write(found, record=item.record, this_run=False)
     return True

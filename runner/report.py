@@ -187,21 +187,17 @@ class ReportWriter:
         self.tally = Tally()
         self.started = now_iso()
 
-    def write(self, line: Line, record: Mapping[str, Any] | None = None) -> None:
-        """A row settled by this run (or skipped by it)."""
+    def write(
+        self, line: Line, record: Mapping[str, Any] | None = None, *, this_run: bool = True
+    ) -> None:
+        """A row settled (or skipped) by this run; ``this_run=False``: a row an earlier run
+        settled, listed and counted by status but not as this run's answers."""
         self._results.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-        self.tally.add(line)
+        self.tally.add(line, this_run)
         now = time.monotonic()
         if now - self._flushed >= FLUSH_EVERY:  # a crash loses at most this long's lines
             self._results.flush()
             self._flushed = now
-        if record is not None and line["status"] in UNDELIVERED:
-            self._keep_undelivered(line, record)
-
-    def write_earlier(self, line: Line, record: Mapping[str, Any] | None = None) -> None:
-        """A row an earlier run settled: listed and counted by status, not as this run's."""
-        self._results.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-        self.tally.add(line, this_run=False)
         if record is not None and line["status"] in UNDELIVERED:
             self._keep_undelivered(line, record)
 

@@ -89,7 +89,7 @@ def plan(
                     resend_uncertain=resend_uncertain,
                 )
                 if found is not None:
-                    writer.write_earlier(found)
+                    writer.write(found, this_run=False)
                     continue
             request = item.request.for_report()
             if masker.active:  # a bot id or base URL read from the environment
