@@ -6,9 +6,10 @@ preview cannot drift from the broadcast.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from runner import apis, audience, secrets
@@ -218,18 +219,37 @@ def refuse_invalid(
     return "\n".join(lines)
 
 
-def check_invalid(campaign: Campaign, target: Endpoint) -> None:
-    """Read and render the whole audience once; raise `TooManyInvalid` before anything is
-    locked or sent when it has more invalid rows than the campaign allows."""
-    rows = 0
-    count = 0
-    first: list[tuple[int, str]] = []
-    for item in prepare(campaign, target):
-        rows += 1
-        if type(item) is Skipped and item.status is Status.INVALID:
-            count += 1
-            if len(first) < FIRST_INVALID:
-                first.append((item.row, item.reason))
-    refusal = refuse_invalid(campaign, rows, first, count)
+class InvalidRows:
+    """Counts the invalid rows of a rendered audience as it passes by, so that the check
+    before a run can share its pass with another (`run --plan` verifying the plan)."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self._campaign = campaign
+        self._rows = 0
+        self._count = 0
+        self._first: list[tuple[int, str]] = []
+
+    def count(self, items: Iterable[Item]) -> Iterator[Item]:
+        for item in items:
+            self._rows += 1
+            if type(item) is Skipped and item.status is Status.INVALID:
+                self._count += 1
+                if len(self._first) < FIRST_INVALID:
+                    self._first.append((item.row, item.reason))
+            yield item
+
+    def refusal(self) -> str | None:
+        """Why a run must refuse (`refuse_invalid`), once the audience has passed."""
+        return refuse_invalid(self._campaign, self._rows, self._first, self._count)
+
+
+def check_invalid(campaign: Campaign, target: Endpoint, counted: InvalidRows | None = None) -> None:
+    """Raise `TooManyInvalid` before anything is locked or sent when the audience has more
+    invalid rows than the campaign allows. Reads and renders it whole, unless a pass already
+    made ``counted`` them."""
+    if counted is None:
+        counted = InvalidRows(campaign)
+        collections.deque(counted.count(prepare(campaign, target)), maxlen=0)
+    refusal = counted.refusal()
     if refusal:
         raise TooManyInvalid(refusal)

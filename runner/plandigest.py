@@ -18,7 +18,9 @@ import hashlib
 import os
 import secrets
 import tempfile
+from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,15 @@ class Digest:
     @property
     def rows(self) -> str:
         return self._rows.hex()
+
+    @property
+    def shorts(self) -> bytes:
+        """Every request's short digest, in order."""
+        return bytes(self._rows)
+
+
+def _split(shorts: bytes) -> Iterator[bytes]:
+    return (shorts[i : i + _ROW_DIGEST] for i in range(0, len(shorts), _ROW_DIGEST))
 
 
 def fingerprint(campaign: Campaign) -> dict[str, Any]:
@@ -130,8 +141,9 @@ def write(
         raise UsageError(f"{out}: cannot write the plan here: {exc.strerror}") from None
 
 
-def verify(plan_path: Path, campaign: Campaign, target: Endpoint) -> None:
-    """Raise `PlanMismatch` saying what changed since the plan was made."""
+def verify(plan_path: Path, campaign: Campaign, items: Iterable[pipeline.Item]) -> None:
+    """Raise `PlanMismatch` saying what changed since the plan was made; ``items`` is the
+    campaign rendered now (`pipeline.prepare` with the masked endpoint the plan used)."""
     plan = _read(plan_path)
     if plan.get("limit") is not None:
         raise PlanMismatch(
@@ -156,12 +168,13 @@ def verify(plan_path: Path, campaign: Campaign, target: Endpoint) -> None:
             f"{plan_path}: the plan's digests are damaged; make a new plan"
         ) from None
     digest = Digest(salt)
-    new_rows = []
-    for item in pipeline.prepare(campaign, target):
+    rows = array("Q")  # the audience row of each request, in order; its digest is in `digest`
+    for item in items:
         if isinstance(item, Prepared):
-            new_rows.append((item.row, digest.add(item)))
+            digest.add(item)
+            rows.append(item.row)
     if digest.count != plan.get("count") or digest.requests_sha256 != plan.get("requests_sha256"):
-        changed.append(_which(planned, new_rows, plan.get("count"), digest.count))
+        changed.append(_which(planned, rows, digest.shorts, plan.get("count")))
     if changed:
         raise PlanMismatch(
             f"{plan_path} no longer matches: "
@@ -170,11 +183,12 @@ def verify(plan_path: Path, campaign: Campaign, target: Endpoint) -> None:
         )
 
 
-def _which(planned: bytes, now: list[tuple[int, bytes]], count: Any, count_now: int) -> str:
+def _which(planned: bytes, rows: Sequence[int], shorts: bytes, count: Any) -> str:
     """Which rows render a request the plan does not hold."""
-    reviewed = Counter(planned[i : i + _ROW_DIGEST] for i in range(0, len(planned), _ROW_DIGEST))
+    reviewed = Counter(_split(planned))
+    count_now = len(rows)
     differ = []
-    for row, short in now:
+    for row, short in zip(rows, _split(shorts), strict=True):
         if reviewed[short] > 0:
             reviewed[short] -= 1
         else:

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -456,3 +457,28 @@ def test_a_test_send_to_yourself_first(
     )
     assert unknown.output.endswith("nothing was sent\n")
     assert len(server.arrivals) == 23
+
+
+def test_a_run_with_a_plan_renders_the_audience_once_before_sending(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import runner.pipeline
+
+    server = mock()
+    path = v1_campaign(server.url, rows=3)
+    assert invoke("plan", path, "--out", "plan.json", "--report", "p").exit_code == 0
+    passes = []
+    prepare = runner.pipeline.prepare
+
+    def counted(*args: Any) -> Any:
+        passes.append(args)
+        return prepare(*args)
+
+    monkeypatch.setattr(runner.pipeline, "prepare", counted)
+    result = invoke("run", path, "--plan", "plan.json", "--quiet", "--report", "r")
+    assert result.exit_code == 0, result.output
+    assert len(passes) == 2  # plan digests and invalid rows in one pass; then the sending
+    assert len(server.arrivals) == 3

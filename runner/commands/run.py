@@ -73,11 +73,17 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         raise UsageError(
             "--to sends a test of one campaign file, without --dry-run, --plan or --limit"
         )
+    # What an earlier pass over a campaign's audience found of its invalid rows.
+    counted: dict[str, pipeline.InvalidRows] = {}
     if options.plan is not None:
         if len(loaded) != 1:
             raise UsageError("--plan checks one campaign file at a time")
         c = loaded[0]
-        plandigest.verify(options.plan, c, pipeline.endpoint(c, strict=False, token=MASK))
+        # One pass renders the audience for the plan's digests and counts its invalid rows.
+        invalid = pipeline.InvalidRows(c)
+        masked = pipeline.endpoint(c, strict=False, token=MASK)
+        plandigest.verify(options.plan, c, invalid.count(pipeline.prepare(c, masked)))
+        counted[c.name] = invalid
     if options.dry_run:  # with --plan: "does the reviewed plan still match?", sending nothing
         plans = [
             plan(
@@ -100,7 +106,8 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         # Invalid rows are a decision, not a surprise: too many, and nothing is sent. (A test
         # send renders only the rows it names.)
         for c in loaded if not options.to else ():
-            pipeline.check_invalid(c, pipeline.endpoint(c, strict=False, token=MASK))
+            masked = pipeline.endpoint(c, strict=False, token=MASK)
+            pipeline.check_invalid(c, masked, counted.pop(c.name, None))
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             result = runner.run(_run(loaded, endpoints, options))
         opens = _next_opening(result, loaded) if options.wait else None
