@@ -104,6 +104,12 @@ class Server:
         with urllib.request.urlopen(f"{self.url}/_stats{query}", timeout=60) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
+    def rate(self) -> float:
+        """Requests/s from the first arrival to the last, every one answered 200."""
+        stats = self.stats()
+        assert stats["status"] == {"200": stats["count"]}, stats["status"]
+        return float((stats["count"] - 1) / (stats["last"] - stats["first"]))
+
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.url}/_reset", method="POST", data=b"")
         urllib.request.urlopen(request, timeout=60).read()

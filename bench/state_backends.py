@@ -19,14 +19,6 @@ from make_audience import write
 BIG_RATE = 1_000_000
 
 
-def rate_of(stats: dict[str, object]) -> float:
-    count, first, last = stats["count"], stats["first"], stats["last"]
-    assert isinstance(count, int)
-    assert isinstance(first, float)
-    assert isinstance(last, float)
-    return (count - 1) / (last - first)
-
-
 def measure(requests: int, concurrency: int, repeats: int) -> dict[str, object]:
     sqlite: list[float] = []
     postgres: list[float] = []
@@ -47,7 +39,7 @@ def measure(requests: int, concurrency: int, repeats: int) -> dict[str, object]:
                 args = ["run", str(run_file), "--quiet", "--report", f"r-{kind}{i}"]
                 done = campaign([*args, "--state", state], Path(tmp))
                 assert done.returncode == 0, done.stderr + done.stdout
-                rates.append(rate_of(server.stats()))
+                rates.append(server.rate())
     return {
         "sqlite": round(median(sqlite)),
         "postgres": round(median(postgres)),

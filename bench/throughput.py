@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import uvloop
-from common import CLIENT_CORES, Server, campaign, median, pin, server_process
+from common import CLIENT_CORES, campaign, median, pin, server_process
 from make_audience import write
 from yarl import URL
 
@@ -49,12 +49,6 @@ async def bare_loop(base: str, n: int, concurrency: int) -> None:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def rate_of(server: Server) -> float:
-    stats = server.stats()
-    assert stats["status"] == {"200": stats["count"]}, stats["status"]
-    return (stats["count"] - 1) / (stats["last"] - stats["first"])
-
-
 def measure(requests: int, concurrency: int, repeats: int) -> dict[str, float]:
     bare, bare_uv, engine = [], [], []
     with server_process(rate=0) as server, tempfile.TemporaryDirectory() as tmp:
@@ -65,17 +59,17 @@ def measure(requests: int, concurrency: int, repeats: int) -> dict[str, float]:
             server.reset()
             pin(CLIENT_CORES)  # the bare loop runs here, where `campaign` runs
             asyncio.run(bare_loop(server.url, sent, concurrency))
-            bare.append(rate_of(server))
+            bare.append(server.rate())
             server.reset()
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(bare_loop(server.url, sent, concurrency))
-            bare_uv.append(rate_of(server))
+            bare_uv.append(server.rate())
             server.reset()
             done = campaign(
                 ["run", str(path), "--quiet", "--report", f"r{i}", "--state", f"s{i}.db"], Path(tmp)
             )
             assert done.returncode == 0, done.stderr + done.stdout
-            engine.append(rate_of(server))
+            engine.append(server.rate())
     return {
         "bare": round(median(bare)),
         "bare_uvloop": round(median(bare_uv)),
