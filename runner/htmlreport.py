@@ -8,7 +8,6 @@ timeline is the engine's per-second counts, so a million-request run's page stay
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -116,19 +115,11 @@ class _Obj:
 
 def _timeline(tally: Tally, summary: Mapping[str, Any]) -> str:
     """Requests per second, stacked by outcome, with the limit and the adapted rate."""
-    seconds = max(len(a) for a in tally.timeline.values())
-    per = max(1, math.ceil(seconds / _BUCKETS))  # seconds per bar
-    bars = math.ceil(seconds / per)
-    stacks: list[list[tuple[str, float]]] = []
-    for b in range(bars):
-        stack = []
-        for kind in COLORS:
-            counts = tally.timeline.get(kind)
-            if counts is not None:
-                total = sum(counts[b * per : (b + 1) * per])
-                if total:
-                    stack.append((kind, total / per))
-        stacks.append(stack)
+    seconds = tally.seconds
+    _, by_kind = tally.bars(_BUCKETS)
+    bars = len(by_kind)
+    # Stacked in the legend's order, from the bottom.
+    stacks = [[(kind, bar[kind]) for kind in COLORS if kind in bar] for bar in by_kind]
     limit = float(summary.get("rate_limit") or 0)
     rates = [r for r in tally.rates if r]
     top = max([limit, *(sum(v for _, v in s) for s in stacks), *rates, 1.0]) * 1.1

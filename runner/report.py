@@ -10,6 +10,7 @@ settled are listed, not counted as this run's answers.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import time
@@ -148,6 +149,25 @@ class Tally:
         while len(rates) <= second:
             rates.append(rate)
         rates[second] = min(rates[second], rate) if rates[second] else rate
+
+    @property
+    def seconds(self) -> int:
+        """How many seconds of the run the timeline covers."""
+        return max((len(counts) for counts in self.timeline.values()), default=0)
+
+    def bars(self, most: int) -> tuple[int, list[dict[str, float]]]:
+        """The timeline in at most ``most`` bars: (seconds a bar, requests/s by outcome kind
+        in each bar, the kinds that made none left out)."""
+        per = max(1, math.ceil(self.seconds / most))
+        found = []
+        for start in range(0, self.seconds, per):
+            bar = {}
+            for kind, counts in self.timeline.items():
+                total = sum(counts[start : start + per])
+                if total:
+                    bar[kind] = total / per
+            found.append(bar)
+        return per, found
 
     def requests_per_s(self) -> float | None:
         """Intervals over the span between the first and the last request: a paced run never
@@ -355,14 +375,11 @@ def facts(summary: Mapping[str, Any]) -> list[str]:
 def _mermaid(tally: Tally, limit: float) -> list[str]:
     """The timeline as a Mermaid xychart (GitHub renders it in job summaries): requests per
     second over the run, at most 60 bars, with the rate limit as a line."""
-    seconds = max((len(a) for a in tally.timeline.values()), default=0)
+    seconds = tally.seconds
     if seconds < 2:
         return []
-    per = -(-seconds // 60)
-    bars = [
-        sum(sum(a[b * per : (b + 1) * per]) for a in tally.timeline.values()) / per
-        for b in range(-(-seconds // per))
-    ]
+    per, by_kind = tally.bars(60)
+    bars = [sum(bar.values()) for bar in by_kind]
     top = max([*bars, limit]) * 1.1
     return [
         "",
