@@ -33,3 +33,6 @@ REPORTED = (
 # Recipients who did not get the message: listed by `status`, written to undelivered.csv, and
 # any of them makes a finished run exit 1.
 UNDELIVERED = frozenset({Status.FAILED, Status.UNSENT, Status.UNCERTAIN})
+# In the state, the recipients `status` lists: those not delivered, and those claimed whose
+# outcome is not recorded (a run going on, or one that died).
+NOT_DELIVERED_IN_STATE = (Status.FAILED, Status.UNSENT, Status.UNCERTAIN, Status.SENDING)

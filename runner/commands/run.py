@@ -27,7 +27,7 @@ from runner.report import ReportWriter, default_folder, run_id
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state import Location, RunState
-from runner.status import Status
+from runner.status import NOT_DELIVERED_IN_STATE, Status
 
 SANDBOX_TOKEN = "sandbox-token"
 _LISTED = 10  # recipients not delivered listed after a run (`campaign status` lists all)
@@ -430,7 +430,7 @@ async def _finish(
     except CampaignError:  # the state went away: the report says what this run knows
         return CampaignResult(c, summary)
     counts = report["counts"]
-    missing = sum(counts[s] for s in ("failed", "unsent", "uncertain", "sending"))
+    missing = sum(counts[s] for s in NOT_DELIVERED_IN_STATE)
     return CampaignResult(c, summary, report["not_delivered"], missing)
 
 

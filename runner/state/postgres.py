@@ -32,7 +32,7 @@ from runner.errors import LockHeld, StateError, StateLost
 from runner.secrets import Masker
 from runner.state import IN_FLIGHT_AT_STOP, Location, Prior
 from runner.state.sqlite import Snapshot, report
-from runner.status import Status
+from runner.status import NOT_DELIVERED_IN_STATE, Status
 
 SCHEMA_VERSION = 1
 HEARTBEAT = 1.0  # seconds between checks that the connection (and so its locks) is alive
@@ -391,10 +391,10 @@ async def read_status(location: Location, campaign: str, limit: int) -> dict[str
         }
         rows = await connection.fetch(
             "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
-            "FROM campaign_runner_recipients WHERE campaign = $1 AND status IN "
-            "('failed', 'uncertain', 'unsent', 'sending') ORDER BY status, row "
-            "LIMIT $2",
+            "FROM campaign_runner_recipients WHERE campaign = $1 AND status = ANY($2::text[]) "
+            "ORDER BY status, row LIMIT $3",
             campaign,
+            [str(s) for s in NOT_DELIVERED_IN_STATE],
             None if limit < 0 else limit,
         )
     finally:

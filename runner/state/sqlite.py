@@ -31,7 +31,7 @@ from runner.errors import StateError, StateLost
 from runner.state import IN_FLIGHT_AT_STOP, Location, Prior
 from runner.state import journal as journal_file
 from runner.state.filelock import CampaignLock
-from runner.status import Status
+from runner.status import NOT_DELIVERED_IN_STATE, Status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS recipients (
@@ -69,12 +69,6 @@ WHERE campaign = ? AND recipient = ?
 _PRIOR = (
     "SELECT status, attempts, http_status, result, error FROM recipients "
     "WHERE campaign = ? AND recipient = ?"
-)
-_NOT_DELIVERED = (
-    "failed",
-    "uncertain",
-    "unsent",
-    "sending",
 )
 
 
@@ -298,19 +292,20 @@ class Snapshot:
         self.db.close()
 
 
-def summarize(db: Any, campaign: str, limit: int, marker: str = "?") -> dict[str, Any]:
-    """Counts and the first ``limit`` recipients not delivered, from a DB-API connection."""
+def summarize(db: sqlite3.Connection, campaign: str, limit: int) -> dict[str, Any]:
+    """Counts and the first ``limit`` recipients not delivered (all when negative)."""
     counts = dict(
         db.execute(
-            f"SELECT status, COUNT(*) FROM recipients WHERE campaign = {marker} GROUP BY status",
+            "SELECT status, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY status",
             (campaign,),
         ).fetchall()
     )
+    marks = ", ".join("?" * len(NOT_DELIVERED_IN_STATE))
     rows = db.execute(
         "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
-        f"FROM recipients WHERE campaign = {marker} AND status IN "
-        f"({', '.join(repr(s) for s in _NOT_DELIVERED)}) ORDER BY status, row LIMIT {marker}",
-        (campaign, limit),
+        f"FROM recipients WHERE campaign = ? AND status IN ({marks}) "
+        "ORDER BY status, row LIMIT ?",
+        (campaign, *NOT_DELIVERED_IN_STATE, limit),
     ).fetchall()
     return report(campaign, counts, rows)
 
