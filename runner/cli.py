@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -405,7 +406,8 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main(args: list[str] | None = None) -> int:
     """The one exit boundary: every command's exit code, every error's message, and 130 for
     Ctrl-C or SIGTERM, whatever the command was doing. Unexpected bugs keep their traceback."""
-    signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is threading.main_thread():  # only it can take signals
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         code = cli.main(args, prog_name="campaign", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):

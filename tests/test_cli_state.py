@@ -237,3 +237,26 @@ def test_state_copy_both_ways_resends_nobody(
     again = invoke("state", "copy", local, postgres_url)
     assert again.exit_code == 2
     assert "already holds campaign test-campaign; nothing was copied" in again.output
+
+
+async def test_state_copy_refuses_while_a_run_holds_a_campaign(
+    invoke: Callable[..., Result], postgres_url: str, tmp_path: Path
+) -> None:
+    from runner.state import Location
+    from tests.helpers import open_run
+
+    local = tmp_path / "s.sqlite3"
+    running = await open_run(Location(path=local), "busy", "r1")
+    await running.claim("u1", 1)
+    try:
+        for source, target in ((local, postgres_url), (postgres_url, tmp_path / "b.sqlite3")):
+            if source == postgres_url:  # a run holding the campaign in the database
+                await running.close()
+                running = await open_run(Location(url=postgres_url), "busy", "r2")
+                await running.claim("u1", 1)
+            result = await asyncio.to_thread(invoke, "state", "copy", source, target)
+            assert result.exit_code == 2
+            assert "campaign busy is already running" in result.output
+    finally:
+        await running.close()
+    assert not (tmp_path / "b.sqlite3").exists()

@@ -195,3 +195,32 @@ def test_wait_sends_the_deferred_when_their_quiet_hours_end(
     assert result["run"].exit_code == 0
     assert clock["now"] >= datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
     assert sorted(a.recipient for a in server.arrivals) == ["1", "2"]
+
+
+def test_ctrl_c_while_waiting_for_quiet_hours_exits_130(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    now = datetime.now(UTC)
+    start = (now - timedelta(hours=1)).strftime("%H:00")
+    end = (now + timedelta(hours=2)).strftime("%H:00")
+    schedule = f'  timezone: UTC\n  quiet_hours: {{start: "{start}", end: "{end}"}}'
+    path = write(tmp_path, "http://127.0.0.1:9", schedule, people="id,tz\n1,UTC\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--sandbox", "--wait", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = clock.monotonic() + 30
+    assert run.stderr is not None
+    for line in run.stderr:  # until it says it is waiting
+        if line.startswith("waiting until "):
+            break
+        assert clock.monotonic() < deadline
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130
+    assert "Traceback" not in err
