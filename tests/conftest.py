@@ -82,7 +82,8 @@ def postgres_url(postgres_database: str) -> str:
         try:
             await connection.execute(
                 "DROP TABLE IF EXISTS campaign_runner_recipients, campaign_runner_locks, "
-                "campaign_runner_bots, campaign_runner_schema"
+                "campaign_runner_bots, campaign_runner_schema, campaign_runner_runs, "
+                "campaign_runner_controls"
             )
         finally:
             await connection.close()

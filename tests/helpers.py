@@ -75,26 +75,14 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 async def open_run(location: Any, campaign: str, run_id: str) -> Any:
-    """A run state of either backend, as `campaign run` opens one (PostgreSQL: with a session
-    of its own, closed with it)."""
+    """A run of either store, as `campaign run` opens one, with a store of its own."""
     from runner.secrets import Masker
-    from runner.state import postgres
-    from runner.state.sqlite import SqliteRunState
+    from runner.state.core import new_record, open_store
+    from runner.state.core import open_run as open_campaign
 
-    if location.url is None:
-        return SqliteRunState(location.path, campaign, run_id)
-    session = await postgres.Session.connect(location, Masker())
+    store = await open_store(location, Masker(location.passwords))
     try:
-        opened = await session.open_run(campaign, run_id)
+        return await open_campaign(store, campaign, new_record(run_id, "run"), owns=True)
     except BaseException:
-        await session.close()
+        await store.close()
         raise
-    original = opened.close
-
-    async def close() -> None:
-        await original()
-        await session.close()
-
-    opened.close = close  # type: ignore[method-assign]
-    opened.abandon = session.abandon  # type: ignore[attr-defined]
-    return opened

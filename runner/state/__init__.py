@@ -1,44 +1,35 @@
 """Durable run state: who was sent, who failed, who is uncertain; one run at a time.
 
-Two backends keep one promise: a recipient's claim is durable before its request leaves, so
-after a crash nobody is sent twice (what was in flight becomes ``uncertain``); one run per
-campaign at a time; a dead process never leaves a lock behind.
+One promise, kept in one place (`runner.state.core`): a recipient's claim is durable before its
+request leaves, so after a crash nobody is sent twice (what was in flight becomes
+``uncertain``); one run per campaign at a time; a dead process never leaves a lock behind; a
+pause is seen by every run sharing the state. Below it, a `Store` (`runner.state.store`) does
+only what differs between databases, chosen once from the location by `open_store`:
 
 - `runner.state.sqlite`: a file, by default ``.campaign-state/<name>.sqlite3`` at the root of
   the git repository that holds the campaign (beside the file outside a repository), so that
   the same campaign reached from any folder finds the same state.
-- `runner.state.postgres`: a ``postgresql://`` URL, for CI runners and teams; its locks are
-  advisory locks that die with the connection, and a per-bot lease keeps a bot's limit across
-  processes.
+- `runner.state.postgres`: a ``postgresql://`` URL, for CI runners, teams and workers; its
+  locks are advisory locks that die with the connection, and a per-bot lease keeps a bot's
+  limit across processes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from yarl import URL
 
 from runner import repository
-from runner.status import Status
+from runner.errors import UsageError
 
 ENVIRONMENT = "CAMPAIGN_STATE"
-IN_FLIGHT_AT_STOP = "in flight when an earlier run stopped; its outcome is unknown"
-
-
-@dataclass(frozen=True)
-class Prior:
-    """What an earlier run left for a recipient."""
-
-    status: Status
-    attempts: int
-    http_status: int | None
-    result: str | None
-    error: str | None
+_SCHEMES = ("postgresql://", "postgres://")
+# Characters that end the userinfo of a URL when written raw: a password holding one is cut
+# there by every parser, and the rest of it would be read as a host or a path.
+_BREAKS_USERINFO = set("/?#[]\\")
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)([^&#]*)")
 
 
 @dataclass(frozen=True)
@@ -48,19 +39,71 @@ class Location:
     path: Path | None = None
     url: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            _check_url(self.url)
+
     def __str__(self) -> str:
         if self.url is None:
             return str(self.path)
-        url = URL(self.url)
-        return str(url.with_password("***")) if url.password else self.url
+        return mask_url(self.url)
 
     @property
-    def password(self) -> str | None:
-        return URL(self.url).password if self.url else None
+    def passwords(self) -> list[str]:
+        """Every password the URL carries (userinfo and ``password=``), for the masker."""
+        return _passwords(self.url) if self.url else []
 
 
 def is_url(text: str) -> bool:
-    return text.startswith(("postgresql://", "postgres://"))
+    return text.startswith(_SCHEMES)
+
+
+def location(text: str) -> Location:
+    """A location as a person writes it: a ``postgresql://`` URL or a file path."""
+    return Location(url=text) if is_url(text) else Location(path=Path(text))
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    """(scheme://, userinfo, the rest) by libpq's rule: the userinfo ends at the last ``@``
+    before the path, so that a password holding ``@`` is masked whole."""
+    scheme, _, rest = url.partition("://")
+    head, at, tail = rest.rpartition("@")
+    if not at:
+        return scheme + "://", "", rest
+    return scheme + "://", head, tail
+
+
+def _passwords(url: str) -> list[str]:
+    found = []
+    _, userinfo, rest = _split(url)
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    found += [m.group(2) for m in _PASSWORD_PARAM.finditer(rest)]
+    decoded = []
+    from urllib.parse import unquote
+
+    for password in found:
+        decoded += [password, unquote(password)]
+    return [p for p in dict.fromkeys(decoded) if p]
+
+
+def mask_url(url: str) -> str:
+    """The URL with every password replaced by ``***``."""
+    scheme, userinfo, rest = _split(url)
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    rest = _PASSWORD_PARAM.sub(lambda m: m.group(1) + "***", rest)
+    return f"{scheme}{userinfo}@{rest}" if userinfo else f"{scheme}{rest}"
+
+
+def _check_url(url: str) -> None:
+    _, userinfo, _ = _split(url)
+    if _BREAKS_USERINFO & set(userinfo):
+        raise UsageError(
+            f"{mask_url(url)}: the user or password of this state URL holds a character that "
+            "must be percent-encoded in a URL (/ ? # [ ] \\): write # as %23, / as %2F, "
+            "? as %3F, [ as %5B, ] as %5D, \\ as %5C. Nothing was sent"
+        )
 
 
 def locate(
@@ -80,67 +123,41 @@ def locate(
         return Location(path=path)
     if given is not None and not apart:
         return Location(url=given)
+    return default_location(campaign_file, name, apart)
+
+
+def default_location(campaign_file: Path, name: str, apart: str | None = None) -> Location:
+    """The local file a campaign's state lives in when nothing else is named."""
     suffix = f".{apart}.sqlite3" if apart else ".sqlite3"
     return Location(path=repository.root(campaign_file) / ".campaign-state" / f"{name}{suffix}")
 
 
-class Reader(Protocol):
-    """Read-only look-ups of an earlier run's outcomes (for `plan` and `run`)."""
-
-    has_history: bool
-
-    def prior(self, recipient: str) -> Prior | None: ...
-
-
-class RunState(Reader, Protocol):
-    """The state of one campaign during one run, as the engine uses it."""
-
-    location: Location
-
-    def claim(self, recipient: str, row: int) -> Awaitable[None]:
-        """Done once ``recipient`` is durably claimed; raises `StateLost` if it cannot be."""
-        ...
-
-    def record(
-        self,
-        recipient: str,
-        status: Status,
-        attempts: int,
-        http_status: int | None,
-        result: str | None,
-        error: str | None,
-    ) -> None:
-        """Queue an outcome; it is written with the next batch of claims."""
-        ...
-
-    async def close(self) -> None: ...
+def alternatives(given: str | None, campaign_file: Path, name: str) -> list[Location]:
+    """The other states this repository uses, where a campaign's history may live when the
+    chosen one holds none: ``$CAMPAIGN_STATE`` and the default file, less the chosen one."""
+    chosen = locate(given, campaign_file, name, False)
+    found = []
+    env = os.environ.get(ENVIRONMENT) or None
+    if env is not None:
+        found.append(location(env))
+    found.append(default_location(campaign_file, name))
+    return [loc for loc in dict.fromkeys(found) if not same(loc, chosen)]
 
 
-def open_reader(location: Location, campaign: str) -> Any:
-    """A `Reader` with ``close()``; what an earlier run left, never changing it."""
-    if location.url is not None:
-        from runner.state import postgres
-
-        return postgres.read(location, campaign)
-    from runner.state import sqlite
-
-    assert location.path is not None
-    return sqlite.Snapshot(location.path, campaign)
+def same(a: Location, b: Location) -> bool:
+    """Whether two locations are one state, however they are spelled."""
+    if a.path is not None and b.path is not None:
+        return os.path.realpath(a.path) == os.path.realpath(b.path)
+    if a.url is not None and b.url is not None:
+        return _normal_url(a.url) == _normal_url(b.url)
+    return False
 
 
-async def read_status(location: Location, campaign: str, limit: int = -1) -> dict[str, Any]:
-    """Counts per status and the recipients who did not get the message (at most ``limit``
-    of them; all when negative)."""
-    if location.url is not None:
-        from runner.state import postgres
+def _normal_url(url: str) -> str:
+    from runner.hosts import normal_host
 
-        return await postgres.read_status(location, campaign, limit)
-    from runner.state import sqlite
-
-    assert location.path is not None
-    return sqlite.status_report(location.path, campaign, limit)
-
-
-def status_report(location: Location, campaign: str, limit: int = -1) -> dict[str, Any]:
-    """`read_status` outside an event loop."""
-    return asyncio.run(read_status(location, campaign, limit))
+    _, userinfo, rest = _split(url)
+    user = userinfo.split(":", 1)[0]
+    hostport, _, tail = rest.partition("/")
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    return f"{user}@{normal_host(host)}:{port or '5432'}/{tail}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from runner.errors import LockHeld
+from runner.state.store import Holder
 
 
 class CampaignLock:
@@ -52,7 +53,29 @@ class CampaignLock:
             self._handle = None
 
 
-def _lock_exclusive(fd: int) -> None:
+def holder_of(state: Path, campaign: str) -> Holder | None:
+    """Who holds the campaign's lock in the state file at ``state``; None when nobody does.
+    Looks without waiting, and without creating anything (a read-only folder is fine)."""
+    path = state.with_name(f"{state.name}.{campaign}.lock")
+    try:
+        handle = path.open("r")
+    except OSError:
+        return None
+    with handle:
+        try:
+            _lock_exclusive(handle.fileno(), shared=True)
+        except OSError:
+            words = handle.read().split()
+            # "host H pid P since DATE TIME", as `acquire` writes it
+            if len(words) >= 6 and words[0] == "host" and words[2] == "pid":
+                return Holder(
+                    words[1], int(words[3]) if words[3].isdigit() else 0, " ".join(words[5:])
+                )
+            return Holder("unknown", 0, "unknown")
+    return None
+
+
+def _lock_exclusive(fd: int, shared: bool = False) -> None:
     """Take the file lock without waiting; OSError when another process holds it."""
     try:
         import fcntl
@@ -61,4 +84,4 @@ def _lock_exclusive(fd: int) -> None:
 
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
         return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

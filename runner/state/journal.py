@@ -58,7 +58,7 @@ class Writer:
 
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._pending: list[bytes] = [orjson.dumps([RUN, run_id]) + b"\n"]
 
     def add(self, record: list[Any]) -> None:
@@ -71,10 +71,10 @@ class Writer:
         data = memoryview(b"".join(self._pending))
         self._pending = []
         while data:
-            data = data[os.write(self._fd, data) :]
+            data = data[os.write(self.fd, data) :]
 
     def close(self) -> None:
         try:
             self.write()
         finally:
-            os.close(self._fd)
+            os.close(self.fd)

@@ -1,17 +1,16 @@
-"""The PostgreSQL state backend, for CI runners and teams: ``--state postgresql://…``.
+"""The PostgreSQL store, for CI runners, teams and workers: ``--state postgresql://…``.
 
 - One connection per process and database carries everything: claims, outcomes, the campaign
-  lock and the bot leases. Its locks are session-level advisory locks, which the server
+  locks and the bot leases. Its locks are session-level advisory locks, which the server
   releases when the process or its connection dies, so a dead run never blocks the next.
-- A claim is committed before its request leaves. The claims queued during one turn of the
-  event loop go in one statement (arrays through ``unnest``), as do the outcomes, so at most
-  ``delivery.concurrency`` recipients can be uncertain after a crash, as with SQLite.
+- A batch of claims and outcomes is one statement (arrays through ``unnest``): atomic, and one
+  round trip however many recipients it carries.
 - One bot's limit across processes: a process holds a per-bot lease (an advisory lock on the
-  bot's base URL and id) for as long as it sends with that bot. A second process that shares
-  the database waits for the lease and says so, so that no two processes ever put requests
-  for one bot on the wire together, and each keeps the bot's limit on its own.
-- A lost connection stops the run: the next claim fails, nothing more is sent (exit 3), what
-  was in flight is recorded as far as it can be, and the next run reads the rest as uncertain.
+  bot's identity) for as long as it sends with that bot. A second process that shares the
+  database waits for the lease and says so. Leases are taken in one global order (sorted), so
+  two processes that need the same bots can never wait for each other.
+- A lost connection stops the run: the next batch fails, nothing more is sent (exit 3), and
+  the next run reads what was in flight as uncertain.
 """
 
 from __future__ import annotations
@@ -21,20 +20,31 @@ import contextlib
 import hashlib
 import os
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from runner import pacing
 from runner.errors import LockHeld, StateError, StateLost
 from runner.secrets import Masker
-from runner.state import IN_FLIGHT_AT_STOP, Location, Prior
-from runner.state.sqlite import Snapshot, report
+from runner.state import Location
+from runner.state.sqlite import SqlitePriors, priors_of_rows, status_of
+from runner.state.store import (
+    COLUMNS,
+    IN_FLIGHT_AT_STOP,
+    Claim,
+    Control,
+    Holder,
+    Outcome,
+    Recipient,
+    RunRecord,
+    run_record,
+)
 from runner.status import NOT_DELIVERED_IN_STATE, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run history and controls (an older runner would ignore a pause)
 HEARTBEAT = 1.0  # seconds between checks that the connection (and so its locks) is alive
 _CONNECT_TIMEOUT = 10.0
 _LEASE_POLL = 0.5
@@ -65,11 +75,30 @@ CREATE TABLE IF NOT EXISTS campaign_runner_locks (
     pid      integer NOT NULL,
     since    timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS campaign_runner_runs (
+    campaign  text NOT NULL,
+    run_id    text NOT NULL,
+    started   double precision NOT NULL,
+    finished  double precision,
+    host      text NOT NULL,
+    pid       integer NOT NULL,
+    actor     text NOT NULL,
+    mode      text NOT NULL,
+    exit_code integer,
+    facts     jsonb NOT NULL,
+    PRIMARY KEY (campaign, run_id)
+);
+CREATE TABLE IF NOT EXISTS campaign_runner_controls (
+    campaign text PRIMARY KEY,
+    action   text NOT NULL,
+    actor    text NOT NULL,
+    at       double precision NOT NULL,
+    reason   text NOT NULL
+);
 """
 # Outcomes and claims of one batch in one statement: atomic, so a crash can never keep new
-# claims while losing the outcomes queued before them (which would leave more than
-# ``concurrency`` recipients uncertain), and one round trip. A recipient's claim and its
-# outcome are never in the same batch: the outcome is recorded after the claim committed.
+# claims while losing the outcomes queued before them, and one round trip. A recipient's claim
+# and its outcome are never in the same batch: the outcome is recorded after the claim.
 _BATCH = """
 WITH outcomes AS (
     UPDATE campaign_runner_recipients AS r SET
@@ -91,9 +120,13 @@ WITH outcomes AS (
 )
 SELECT (SELECT count(*) FROM outcomes) AS outcomes, (SELECT count(*) FROM claims) AS claims
 """
-_ROWS = """
-SELECT recipient, row, status, attempts, http_status, result, error, updated_at
-FROM campaign_runner_recipients WHERE campaign = $1
+_ROWS = f"SELECT {', '.join(COLUMNS)} FROM campaign_runner_recipients WHERE campaign = $1"
+_RUN_COLUMNS = "run_id, started, finished, host, pid, actor, mode, exit_code, facts"
+_PUT_RUN = f"""
+INSERT INTO campaign_runner_runs (campaign, {_RUN_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+ON CONFLICT (campaign, run_id) DO UPDATE SET finished = excluded.finished,
+    exit_code = excluded.exit_code, facts = excluded.facts
 """
 _NOW = "extract(epoch from clock_timestamp())"
 # How long a new holder of a bot's lease waits: what is left of a pacing window since the last
@@ -117,6 +150,10 @@ def _key(kind: str, name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
     assert location.url is not None
     try:
@@ -126,7 +163,8 @@ async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
             await connection.execute("SELECT pg_advisory_xact_lock($1)", _key("schema", ""))
             await connection.execute(_TABLES)
             version = await connection.fetchval("SELECT max(version) FROM campaign_runner_schema")
-            if version is None:
+            if version is None or version < SCHEMA_VERSION:
+                await connection.execute("DELETE FROM campaign_runner_schema")
                 await connection.execute(
                     "INSERT INTO campaign_runner_schema VALUES ($1)", SCHEMA_VERSION
                 )
@@ -139,14 +177,14 @@ async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
         raise StateError(
             f"{location}: cannot use the state database: {masker(_describe(exc))}. Nothing was sent"
         ) from None
+    except ValueError as exc:  # the driver refused the URL itself
+        raise StateError(
+            f"{location}: this state URL cannot be used: {masker(_describe(exc))}. Nothing was sent"
+        ) from None
     return connection
 
 
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-class Session:
+class PostgresStore:
     """The process's connection to one state database."""
 
     def __init__(self, location: Location, connection: asyncpg.Connection, masker: Masker):
@@ -159,11 +197,11 @@ class Session:
         self._heartbeat = asyncio.ensure_future(self._beat())
 
     @classmethod
-    async def connect(cls, location: Location, masker: Masker) -> Session:
+    async def connect(cls, location: Location, masker: Masker) -> PostgresStore:
         return cls(location, await _connect(location, masker), masker)
 
     async def execute(self, query: str, *args: Any) -> Any:
-        """Run one statement; a failure marks the session lost and raises `StateLost`."""
+        """Run one statement; a failure marks the store lost and raises `StateLost`."""
         if self.lost is not None:
             raise self.lost
         try:
@@ -186,30 +224,16 @@ class Session:
             except (StateLost, TimeoutError):
                 return
 
-    async def insert(
-        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-    ) -> None:
-        """Bulk-load ``rows`` in one transaction (COPY): for `state copy`."""
-        if self.lost is not None:
-            raise self.lost
-        try:
-            async with self._lock, self._connection.transaction():
-                await self._connection.copy_records_to_table(table, records=rows, columns=columns)
-        except _DB_ERRORS as exc:
-            raise StateError(f"{self.location}: {self._masker(_describe(exc))}") from None
+    # -- one run --------------------------------------------------------------------------
 
-    async def hold(self, campaign: str) -> None:
-        """Take the campaign's lock for this session, or raise `LockHeld` saying who has it."""
-        key = _key("campaign", campaign)
-        taken = await self.execute("SELECT pg_try_advisory_lock($1) AS taken", key)
+    async def lock(self, campaign: str) -> None:
+        taken = await self.execute(
+            "SELECT pg_try_advisory_lock($1) AS taken", _key("campaign", campaign)
+        )
         if not taken[0]["taken"]:
-            holder = await self.execute(
-                "SELECT host, pid, since FROM campaign_runner_locks WHERE campaign = $1",
-                campaign,
-            )
+            holder = await self.holder(campaign)
             who = (
-                f"host {holder[0]['host']} pid {holder[0]['pid']} since "
-                f"{holder[0]['since']:%Y-%m-%d %H:%M:%S %Z}"
+                f"host {holder.host} pid {holder.pid} since {holder.since}"
                 if holder
                 else "another process"
             )
@@ -217,9 +241,6 @@ class Session:
                 f"campaign {campaign} is already running ({who}) with state {self.location}; "
                 "wait for that run to finish: nothing was sent"
             )
-
-    async def open_run(self, campaign: str, run_id: str) -> PgRunState:
-        await self.hold(campaign)
         await self.execute(
             "INSERT INTO campaign_runner_locks (campaign, host, pid) VALUES ($1, $2, $3) "
             "ON CONFLICT (campaign) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
@@ -228,6 +249,28 @@ class Session:
             socket.gethostname(),
             os.getpid(),
         )
+
+    async def unlock(self, campaign: str) -> None:
+        if self.lost is None:
+            await self.execute("DELETE FROM campaign_runner_locks WHERE campaign = $1", campaign)
+            await self.execute("SELECT pg_advisory_unlock($1)", _key("campaign", campaign))
+
+    async def holder(self, campaign: str) -> Holder | None:
+        """The lock row counts only while its advisory lock is held (a dead holder's row
+        stays behind, its lock gone with its connection)."""
+        found = await self.execute(
+            "SELECT l.host, l.pid, l.since FROM campaign_runner_locks l WHERE l.campaign = $1 "
+            "AND EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.granted "
+            "AND p.objsubid = 1 AND ((p.classid::bigint << 32) | p.objid::bigint) = $2)",
+            campaign,
+            _key("campaign", campaign),
+        )
+        if not found:
+            return None
+        r = found[0]
+        return Holder(r["host"], r["pid"], f"{r['since']:%Y-%m-%d %H:%M:%S %Z}")
+
+    async def begin(self, campaign: str, run: RunRecord) -> None:
         # Whatever was in flight when an earlier run died may or may not have been sent.
         await self.execute(
             "UPDATE campaign_runner_recipients SET status = 'uncertain', error = $2 "
@@ -235,12 +278,55 @@ class Session:
             campaign,
             IN_FLIGHT_AT_STOP,
         )
-        rows = await self.execute(_ROWS, campaign)
-        return PgRunState(self, campaign, run_id, Snapshot.of_rows(campaign, map(tuple, rows)))
+        await self._put_run(campaign, run)
 
-    async def lease_bot(self, bot: tuple[str, str], say: Callable[[str], None]) -> None:
-        """Hold the bot's lease for this run, waiting while another process holds it."""
-        key = _key("bot", "\x00".join(bot))
+    async def write(
+        self, campaign: str, run_id: str, claims: Sequence[Claim], outcomes: Sequence[Outcome]
+    ) -> None:
+        await self.execute(
+            _BATCH,
+            campaign,
+            run_id,
+            [c.recipient for c in claims],
+            [c.row for c in claims],
+            [c.at for c in claims],
+            [o.recipient for o in outcomes],
+            [str(o.status) for o in outcomes],
+            [o.attempts for o in outcomes],
+            [o.http_status for o in outcomes],
+            [o.result for o in outcomes],
+            [o.error for o in outcomes],
+            [o.at for o in outcomes],
+        )
+
+    async def end(self, campaign: str, run: RunRecord) -> None:
+        await self._put_run(campaign, run)
+
+    async def _put_run(self, campaign: str, run: RunRecord) -> None:
+        await self.execute(
+            _PUT_RUN,
+            campaign,
+            run.run_id,
+            run.started,
+            run.finished,
+            run.host,
+            run.pid,
+            run.actor,
+            run.mode,
+            run.exit_code,
+            orjson.dumps(run.facts).decode(),
+        )
+
+    async def priors(self, campaign: str) -> SqlitePriors:
+        return priors_of_rows(campaign, await self.rows(campaign))
+
+    async def lease_bots(self, bots: Sequence[str], say: Callable[[str], None]) -> None:
+        """Hold each bot's lease for this run, in sorted order, waiting while another process
+        holds one."""
+        for bot in sorted(set(bots)):
+            await self._lease(_key("bot", bot), say)
+
+    async def _lease(self, key: int, say: Callable[[str], None]) -> None:
         said = False
         while True:
             taken = await self.execute("SELECT pg_try_advisory_lock($1) AS taken", key)
@@ -259,10 +345,97 @@ class Session:
                 said = True
             await asyncio.sleep(_LEASE_POLL)
 
-    async def release(self, campaign: str) -> None:
-        if self.lost is None:
-            await self.execute("DELETE FROM campaign_runner_locks WHERE campaign = $1", campaign)
-            await self.execute("SELECT pg_advisory_unlock($1)", _key("campaign", campaign))
+    # -- reading ---------------------------------------------------------------------------
+
+    async def counts(self, campaign: str) -> dict[Status, int]:
+        found = await self.execute(
+            "SELECT status, count(*) AS n FROM campaign_runner_recipients "
+            "WHERE campaign = $1 GROUP BY status",
+            campaign,
+        )
+        return {status_of(r["status"], self.location): r["n"] for r in found}
+
+    async def undelivered(self, campaign: str, limit: int | None) -> list[Recipient]:
+        found = await self.execute(
+            "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
+            "FROM campaign_runner_recipients WHERE campaign = $1 AND status = ANY($2::text[]) "
+            "ORDER BY status, row LIMIT $3",
+            campaign,
+            [str(s) for s in NOT_DELIVERED_IN_STATE],
+            limit,
+        )
+        return [Recipient(r[0], r[1], status_of(r[2], self.location), *tuple(r)[3:]) for r in found]
+
+    async def campaigns(self) -> list[str]:
+        found = await self.execute(
+            "SELECT campaign FROM campaign_runner_recipients UNION SELECT campaign FROM "
+            "campaign_runner_runs UNION SELECT campaign FROM campaign_runner_controls"
+        )
+        return sorted(r["campaign"] for r in found)
+
+    async def rows(self, campaign: str) -> list[tuple[Any, ...]]:
+        found = [tuple(r) for r in await self.execute(_ROWS, campaign)]
+        for r in found:
+            status_of(r[3], self.location)
+        return found
+
+    async def insert(self, rows: Sequence[tuple[Any, ...]], runs: Sequence[Any]) -> None:
+        if self.lost is not None:
+            raise self.lost
+        try:
+            async with self._lock, self._connection.transaction():
+                await self._connection.copy_records_to_table(
+                    "campaign_runner_recipients", records=rows, columns=COLUMNS
+                )
+                for campaign, run in runs:
+                    await self._connection.execute(
+                        _PUT_RUN,
+                        campaign,
+                        run.run_id,
+                        run.started,
+                        run.finished,
+                        run.host,
+                        run.pid,
+                        run.actor,
+                        run.mode,
+                        run.exit_code,
+                        orjson.dumps(run.facts).decode(),
+                    )
+        except _DB_ERRORS as exc:
+            raise StateError(f"{self.location}: {self._masker(_describe(exc))}") from None
+
+    async def runs(self, campaign: str, limit: int | None = None) -> list[RunRecord]:
+        found = await self.execute(
+            f"SELECT {_RUN_COLUMNS} FROM campaign_runner_runs WHERE campaign = $1 "
+            "ORDER BY started DESC LIMIT $2",
+            campaign,
+            limit,
+        )
+        return [run_record(tuple(r)) for r in found]
+
+    async def control(self, campaign: str) -> Control | None:
+        found = await self.execute(
+            "SELECT action, actor, at, reason FROM campaign_runner_controls WHERE campaign = $1",
+            campaign,
+        )
+        return Control(*tuple(found[0])) if found else None
+
+    async def set_control(self, campaign: str, control: Control | None) -> None:
+        if control is None:
+            await self.execute("DELETE FROM campaign_runner_controls WHERE campaign = $1", campaign)
+            return
+        await self.execute(
+            "INSERT INTO campaign_runner_controls VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (campaign) DO UPDATE SET action = excluded.action, "
+            "actor = excluded.actor, at = excluded.at, reason = excluded.reason",
+            campaign,
+            control.action,
+            control.actor,
+            control.at,
+            control.reason,
+        )
+
+    # -- ending ----------------------------------------------------------------------------
 
     def abandon(self) -> None:
         """Drop the connection without a word, as a killed process does."""
@@ -282,123 +455,3 @@ class Session:
             await asyncio.wait_for(self._connection.close(), 5)
         except _DB_ERRORS:
             self._connection.terminate()
-
-
-class PgRunState:
-    """The state of one campaign during one run, in PostgreSQL."""
-
-    def __init__(self, session: Session, campaign: str, run_id: str, priors: Snapshot) -> None:
-        self.location = session.location
-        self.campaign = campaign
-        self.has_history = priors.has_history
-        self._session = session
-        self._run_id = run_id
-        self._priors = priors
-        self._claims: list[tuple[str, int, float]] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._outcomes: list[tuple[Any, ...]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    def prior(self, recipient: str) -> Prior | None:
-        return self._priors.prior(recipient)
-
-    def claim(self, recipient: str, row: int) -> asyncio.Future[None]:
-        waiter = asyncio.get_running_loop().create_future()
-        self._claims.append((recipient, row, time.time()))
-        self._waiters.append(waiter)
-        self._schedule()
-        return waiter
-
-    def record(
-        self,
-        recipient: str,
-        status: Status,
-        attempts: int,
-        http_status: int | None,
-        result: str | None,
-        error: str | None,
-    ) -> None:
-        self._outcomes.append(
-            (recipient, str(status), attempts, http_status, result, error, time.time())
-        )
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.ensure_future(self._flush())
-
-    async def _flush(self) -> None:
-        """Write batches until nothing is queued; what queues meanwhile goes in the next."""
-        while self._claims or self._outcomes:
-            claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
-            self._claims, self._waiters, self._outcomes = [], [], []
-            try:
-                await self._session.execute(
-                    _BATCH,
-                    self.campaign,
-                    self._run_id,
-                    *_columns(claims, 3),
-                    *_columns(outcomes, 7),
-                )
-            except StateLost as lost:
-                for waiter in waiters + self._waiters:
-                    if not waiter.done():
-                        waiter.set_exception(lost)
-                self._claims, self._waiters, self._outcomes = [], [], []
-                return
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def close(self) -> None:
-        """Write what is left, release the campaign's lock."""
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
-        await self._flush()
-        self._priors.close()
-        with contextlib.suppress(StateLost):  # else the server released the locks already
-            await self._session.release(self.campaign)
-
-
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as one list per column, for ``unnest``."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-
-
-async def _read_rows(location: Location, campaign: str) -> list[tuple[Any, ...]]:
-    connection = await _connect(location, Masker([location.password or ""]))
-    try:
-        return [tuple(r) for r in await connection.fetch(_ROWS, campaign)]
-    finally:
-        await connection.close()
-
-
-def read(location: Location, campaign: str) -> Snapshot:
-    """What the database holds for ``campaign``, as a read-only snapshot (for `plan`)."""
-    return Snapshot.of_rows(campaign, asyncio.run(_read_rows(location, campaign)))
-
-
-async def read_status(location: Location, campaign: str, limit: int) -> dict[str, Any]:
-    connection = await _connect(location, Masker([location.password or ""]))
-    try:
-        counts = {
-            r["status"]: r["n"]
-            for r in await connection.fetch(
-                "SELECT status, count(*) AS n FROM campaign_runner_recipients "
-                "WHERE campaign = $1 GROUP BY status",
-                campaign,
-            )
-        }
-        rows = await connection.fetch(
-            "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
-            "FROM campaign_runner_recipients WHERE campaign = $1 AND status = ANY($2::text[]) "
-            "ORDER BY status, row LIMIT $3",
-            campaign,
-            [str(s) for s in NOT_DELIVERED_IN_STATE],
-            None if limit < 0 else limit,
-        )
-    finally:
-        await connection.close()
-    if not counts:
-        raise StateError(f"{location}: no state yet for campaign {campaign} (has it been run?)")
-    return {**report(campaign, counts, [tuple(r) for r in rows]), "state": str(location)}

@@ -1,36 +1,49 @@
-"""The SQLite state backend: one file, with a journal beside it while a campaign runs.
+"""The SQLite store: one file, with a journal beside it while a campaign runs.
 
 During a run, claims and outcomes are appended to a journal file beside the state
-(``<state>.<campaign>.journal``): everything queued during one turn of the event loop goes out
-in one ``write()``, and a worker waits only for the write that holds its own claim. That write
-also carries every outcome recorded before it, so at most ``concurrency`` recipients can be
-uncertain after a crash. At the end of the run the journal is folded into SQLite, where later
-runs look recipients up; a journal left by a crash is folded by the next run before anything
-else.
+(``<state>.<campaign>.journal``): each batch goes out in one ``write()``. At the end of the run
+the journal is folded into SQLite, where later runs look recipients up; a journal left by a
+crash is folded by the next run before anything else.
 
 Why a journal: a SQLite transaction costs a dozen system calls (locks, WAL frames) and at full
 speed the commit before each request made workers wait a millisecond or more; one append is a
-single system call, cheap enough to make at every turn of the loop. A write to the page cache
-survives the process being killed at any moment (what CI runners and Ctrl-C do), as SQLite's
-WAL with ``synchronous=NORMAL`` does; both trade only the last writes on a power loss.
+single system call. A write to the page cache survives the process being killed at any moment
+(what CI runners and Ctrl-C do), as SQLite's WAL with ``synchronous=NORMAL`` does; both trade
+only the last writes on a power loss.
 
-Separate processes coordinate only through the per-campaign file lock: they do not share a
-bot's rate limit (the PostgreSQL backend does).
+Pauses and the run history are written to the database itself (a few rows per run), so that
+`campaign pause` in another process is seen by a run within a poll. Separate processes
+coordinate only through the per-campaign file lock: they do not share a bot's rate limit (the
+PostgreSQL store does).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import os
 import sqlite3
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from runner.errors import StateError, StateLost
-from runner.state import IN_FLIGHT_AT_STOP, Location, Prior
+from runner.state import Location
 from runner.state import journal as journal_file
-from runner.state.filelock import CampaignLock
+from runner.state.filelock import CampaignLock, holder_of
+from runner.state.store import (
+    COLUMNS,
+    IN_FLIGHT_AT_STOP,
+    Claim,
+    Control,
+    Holder,
+    Outcome,
+    Prior,
+    Recipient,
+    RunRecord,
+    run_record,
+)
 from runner.status import NOT_DELIVERED_IN_STATE, Status
 
 SCHEMA = """
@@ -53,6 +66,26 @@ CREATE TABLE IF NOT EXISTS folded_runs (
     run_id   TEXT NOT NULL,
     PRIMARY KEY (campaign, run_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    campaign  TEXT NOT NULL,
+    run_id    TEXT NOT NULL,
+    started   REAL NOT NULL,
+    finished  REAL,
+    host      TEXT NOT NULL,
+    pid       INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    mode      TEXT NOT NULL,
+    exit_code INTEGER,
+    facts     TEXT NOT NULL,
+    PRIMARY KEY (campaign, run_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS controls (
+    campaign TEXT PRIMARY KEY,
+    action   TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    at       REAL NOT NULL,
+    reason   TEXT NOT NULL
+) WITHOUT ROWID;
 """
 _CLAIM = """
 INSERT INTO recipients (campaign, recipient, row, status, run_id, first_at, updated_at)
@@ -70,6 +103,18 @@ _PRIOR = (
     "SELECT status, attempts, http_status, result, error FROM recipients "
     "WHERE campaign = ? AND recipient = ?"
 )
+_RUN_COLUMNS = "run_id, started, finished, host, pid, actor, mode, exit_code, facts"
+
+
+def status_of(word: str, where: object) -> Status:
+    """A status word read from a state; an unknown one is damage, never guessed at."""
+    try:
+        return Status(word)
+    except ValueError:
+        raise StateError(
+            f"{where}: the state holds an unknown status {word!r}; it was written by another "
+            "program or a newer campaign-runner. Nothing was changed"
+        ) from None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -78,10 +123,21 @@ def connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        _check_shape(db, path)
         db.executescript(SCHEMA)
     except (sqlite3.DatabaseError, OSError) as exc:
         raise StateError(f"{path}: cannot use this state file: {exc}") from None
     return db
+
+
+def _check_shape(db: sqlite3.Connection, path: object) -> None:
+    """Refuse a database whose recipients table is not this program's."""
+    found = [r[1] for r in db.execute("PRAGMA table_info(recipients)")]
+    if found and found != list(COLUMNS):
+        raise StateError(
+            f"{path}: this is not a campaign-runner state (its recipients table has the "
+            f"columns {', '.join(found)}); nothing was changed"
+        )
 
 
 def fold(db: sqlite3.Connection, campaign: str, journal: Path) -> None:
@@ -121,220 +177,276 @@ def apply(db: sqlite3.Connection, campaign: str, journal: Path) -> str | None:
     return run_id
 
 
-def _has_history(db: sqlite3.Connection, campaign: str) -> bool:
-    found = db.execute(
-        "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)", (campaign,)
-    ).fetchone()
-    return bool(found[0])
-
-
-def _prior(db: sqlite3.Connection, campaign: str, recipient: str) -> Prior | None:
-    found = db.execute(_PRIOR, (campaign, recipient)).fetchone()
-    if found is None:
-        return None
-    status = Status(found[0])
-    if status is Status.SENDING:  # a run going on, or one that died: it may be out
-        return Prior(Status.UNCERTAIN, found[1], found[2], found[3], IN_FLIGHT_AT_STOP)
-    return Prior(status, *found[1:])
-
-
-class SqliteRunState:
-    """The state of one campaign during one run."""
-
-    def __init__(self, path: Path, campaign: str, run_id: str) -> None:
-        self.location = Location(path=path)
-        self.campaign = campaign
-        self._lock = CampaignLock(path, campaign)
-        self._lock.acquire()
-        try:
-            self._db = connect(path)
-            self._journal_path = journal_file.path_for(path, campaign)
-            fold(self._db, campaign, self._journal_path)  # what a crashed run left
-            # Whatever was in flight when an earlier run died may or may not have been sent.
-            self._db.execute(
-                "UPDATE recipients SET status = 'uncertain', error = ? "
-                "WHERE campaign = ? AND status = 'sending'",
-                (IN_FLIGHT_AT_STOP, campaign),
-            )
-            self.has_history = _has_history(self._db, campaign)
-            self._journal = journal_file.Writer(self._journal_path, run_id)
-        except BaseException:
-            self._lock.release()
-            raise
-        self._waiters: list[asyncio.Future[None]] = []
-        self._flush_handle: asyncio.Handle | None = None
-
-    def prior(self, recipient: str) -> Prior | None:
-        return _prior(self._db, self.campaign, recipient) if self.has_history else None
-
-    def claim(self, recipient: str, row: int) -> asyncio.Future[None]:
-        """A future done once ``recipient`` is durably marked as being sent: await it."""
-        self._journal.add([journal_file.CLAIM, recipient, row, time.time()])
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._schedule()
-        return waiter
-
-    def record(
-        self,
-        recipient: str,
-        status: Status,
-        attempts: int,
-        http_status: int | None,
-        result: str | None,
-        error: str | None,
-    ) -> None:
-        self._journal.add(
-            [
-                journal_file.OUTCOME,
-                recipient,
-                str(status),
-                attempts,
-                http_status,
-                result,
-                error,
-                time.time(),
-            ]
-        )
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        waiters = self._waiters
-        self._waiters = []
-        try:
-            self._journal.write()
-        except OSError as exc:
-            # Without the state nothing can promise "never twice": stop sending.
-            failure = StateLost(
-                f"{self._journal_path}: cannot write the state ({exc.strerror}); "
-                "stopped sending so that nobody is sent twice"
-            )
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(failure)
-            return
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def abandon(self) -> None:
-        """Let go of everything as a killed process does: no fold, no last write."""
-        self._db.close()
-        self._lock.release()
-
-    async def close(self) -> None:
-        """Write what is left (also after a hard stop), fold the journal, release the lock."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-        try:
-            self._journal.close()
-            fold(self._db, self.campaign, self._journal_path)
-            self._db.close()
-        finally:
-            self._lock.release()
-
-
-class Snapshot:
-    """A read-only view of a state file with its journal applied, as a run would see it.
-
-    The file is copied into memory and never written, so that `plan` and `status` work on a
-    read-only folder and while a run is going on."""
-
-    def __init__(self, path: Path, campaign: str) -> None:
-        self.campaign = campaign
-        self.db = sqlite3.connect(":memory:", isolation_level=None)
-        if path.is_file():
-            try:
-                source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                try:
-                    source.backup(self.db)
-                finally:
-                    source.close()
-            except sqlite3.DatabaseError as exc:
-                raise StateError(f"{path}: cannot read this state file: {exc}") from None
-        self.db.executescript(SCHEMA)
-        journal = journal_file.path_for(path, campaign)
-        if journal.exists():
-            self.db.execute("BEGIN")
-            apply(self.db, campaign, journal)
-            self.db.execute("COMMIT")
-        self.has_history = _has_history(self.db, campaign)
-        self.exists = path.is_file() or journal.exists()
-
-    @classmethod
-    def of_rows(cls, campaign: str, rows: Iterable[tuple[Any, ...]]) -> Snapshot:
-        """A snapshot made of (recipient, row, status, attempts, http_status, result, error,
-        updated_at) tuples read from another backend; kept in a temporary file, not memory."""
-        snapshot = cls.__new__(cls)
-        snapshot.campaign = campaign
-        snapshot.db = sqlite3.connect("", isolation_level=None)
-        snapshot.db.executescript(SCHEMA)
-        snapshot.db.execute("BEGIN")
-        snapshot.db.executemany(
-            "INSERT INTO recipients (campaign, recipient, row, status, attempts, http_status, "
-            "result, error, first_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((campaign, *r[:7], r[7], r[7]) for r in rows),
-        )
-        snapshot.db.execute("COMMIT")
-        snapshot.has_history = _has_history(snapshot.db, campaign)
-        snapshot.exists = True
-        return snapshot
-
-    def prior(self, recipient: str) -> Prior | None:
-        return _prior(self.db, self.campaign, recipient) if self.has_history else None
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def summarize(db: sqlite3.Connection, campaign: str, limit: int) -> dict[str, Any]:
-    """Counts and the first ``limit`` recipients not delivered (all when negative)."""
-    counts = dict(
-        db.execute(
-            "SELECT status, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY status",
-            (campaign,),
-        ).fetchall()
-    )
-    marks = ", ".join("?" * len(NOT_DELIVERED_IN_STATE))
-    rows = db.execute(
-        "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
-        f"FROM recipients WHERE campaign = ? AND status IN ({marks}) "
-        "ORDER BY status, row LIMIT ?",
-        (campaign, *NOT_DELIVERED_IN_STATE, limit),
-    ).fetchall()
-    return report(campaign, counts, rows)
-
-
-def report(campaign: str, counts: dict[str, int], rows: list[Any]) -> dict[str, Any]:
-    keys = (
-        "recipient",
-        "row",
-        "status",
-        "attempts",
-        "http_status",
-        "result",
-        "error",
-        "updated_at",
-    )
-    shown = (Status.SENT, Status.FAILED, Status.UNSENT, Status.UNCERTAIN, Status.SENDING)
+def journals(path: Path) -> dict[str, Path]:
+    """The journals beside a state file, by campaign. Names are compared as plain text, never
+    as a pattern, so a state named ``state[prod].sqlite3`` finds its own."""
+    prefix, suffix = f"{path.name}.", ".journal"
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return {}
     return {
-        "campaign": campaign,
-        "counts": {str(s): counts.get(s, 0) for s in shown},
-        "not_delivered": [dict(zip(keys, r, strict=True)) for r in rows],
+        name[len(prefix) : -len(suffix)]: path.parent / name
+        for name in sorted(names)
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix + suffix)
     }
 
 
-def status_report(path: Path, campaign: str, limit: int = -1) -> dict[str, Any]:
-    snapshot = Snapshot(path, campaign)
-    try:
-        if not snapshot.exists:
-            raise StateError(f"{path}: no state yet for campaign {campaign} (has it been run?)")
-        found = summarize(snapshot.db, campaign, limit)
-    finally:
-        snapshot.close()
-    return {**found, "state": str(path)}
+class SqlitePriors:
+    """Look-ups in a SQLite table of recipients (the store's own, or a copy of another's)."""
+
+    def __init__(self, db: sqlite3.Connection, campaign: str, own: bool = False) -> None:
+        self._db = db
+        self._campaign = campaign
+        self._own = own  # close the connection with the priors
+        found = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)", (campaign,)
+        ).fetchone()
+        self.has_history = bool(found[0])
+
+    def prior(self, recipient: str) -> Prior | None:
+        if not self.has_history:
+            return None
+        found = self._db.execute(_PRIOR, (self._campaign, recipient)).fetchone()
+        if found is None:
+            return None
+        status = status_of(found[0], recipient)
+        if status is Status.SENDING:  # a run going on, or one that died: it may be out
+            return Prior(Status.UNCERTAIN, found[1], found[2], found[3], IN_FLIGHT_AT_STOP)
+        return Prior(status, *found[1:])
+
+    def close(self) -> None:
+        if self._own:
+            self._db.close()
+
+
+def priors_of_rows(campaign: str, rows: Iterable[tuple[Any, ...]]) -> SqlitePriors:
+    """Priors over rows (`COLUMNS`) read from another store, kept in a temporary file (a
+    million recipients would not fit in memory comfortably)."""
+    db = sqlite3.connect("", isolation_level=None)
+    db.executescript(SCHEMA)
+    db.execute("BEGIN")
+    db.executemany(
+        f"INSERT INTO recipients VALUES ({', '.join('?' * len(COLUMNS))})", (tuple(r) for r in rows)
+    )
+    db.execute("COMMIT")
+    return SqlitePriors(db, campaign, own=True)
+
+
+class SqliteStore:
+    """A state file. ``readonly`` reads a snapshot (the file copied into memory with every
+    journal applied, as a run would see it), so that `plan` and `status` work on a read-only
+    folder and while a run is going on."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.location = Location(path=path)
+        self.path = path
+        self.readonly = readonly
+        self._locks: dict[str, CampaignLock] = {}
+        self._journals: dict[str, journal_file.Writer] = {}
+        self._db = self._snapshot() if readonly else connect(path)
+        self._handed = False  # a snapshot handed to priors closes with them
+
+    def _snapshot(self) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if self.path.is_file():
+            try:
+                source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                try:
+                    source.backup(db)
+                finally:
+                    source.close()
+                _check_shape(db, self.path)
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"{self.path}: cannot read this state file: {exc}") from None
+        db.executescript(SCHEMA)
+        for campaign, journal in journals(self.path).items():
+            db.execute("BEGIN")
+            apply(db, campaign, journal)
+            db.execute("COMMIT")
+        return db
+
+    # -- one run --------------------------------------------------------------------------
+
+    async def lock(self, campaign: str) -> None:
+        lock = CampaignLock(self.path, campaign)
+        lock.acquire()
+        self._locks[campaign] = lock
+
+    async def unlock(self, campaign: str) -> None:
+        lock = self._locks.pop(campaign, None)
+        if lock is not None:
+            lock.release()
+
+    async def holder(self, campaign: str) -> Holder | None:
+        return holder_of(self.path, campaign)
+
+    async def begin(self, campaign: str, run: RunRecord) -> None:
+        journal = journal_file.path_for(self.path, campaign)
+        fold(self._db, campaign, journal)  # what a crashed run left
+        # Whatever was in flight when an earlier run died may or may not have been sent.
+        self._db.execute(
+            "UPDATE recipients SET status = 'uncertain', error = ? "
+            "WHERE campaign = ? AND status = 'sending'",
+            (IN_FLIGHT_AT_STOP, campaign),
+        )
+        self._put_run(campaign, run)
+        self._journals[campaign] = journal_file.Writer(journal, run.run_id)
+
+    async def write(
+        self,
+        campaign: str,
+        run_id: str,  # noqa: ARG002 (the journal's first line names the run)
+        claims: Sequence[Claim],
+        outcomes: Sequence[Outcome],
+    ) -> None:
+        writer = self._journals[campaign]
+        add = writer.add
+        for o in outcomes:
+            add(
+                [
+                    journal_file.OUTCOME,
+                    o.recipient,
+                    str(o.status),
+                    o.attempts,
+                    o.http_status,
+                    o.result,
+                    o.error,
+                    o.at,
+                ]
+            )
+        for c in claims:
+            add([journal_file.CLAIM, c.recipient, c.row, c.at])
+        try:
+            writer.write()
+        except OSError as exc:
+            raise StateLost(
+                f"{writer.path}: cannot write the state ({exc.strerror}); "
+                "stopped sending so that nobody is sent twice"
+            ) from None
+
+    async def end(self, campaign: str, run: RunRecord) -> None:
+        writer = self._journals.pop(campaign, None)
+        if writer is not None:
+            writer.close()
+        fold(self._db, campaign, journal_file.path_for(self.path, campaign))
+        self._put_run(campaign, run)
+
+    def _put_run(self, campaign: str, run: RunRecord) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO runs (campaign, {_RUN_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                campaign,
+                run.run_id,
+                run.started,
+                run.finished,
+                run.host,
+                run.pid,
+                run.actor,
+                run.mode,
+                run.exit_code,
+                orjson.dumps(run.facts).decode(),
+            ),
+        )
+
+    async def priors(self, campaign: str) -> SqlitePriors:
+        if self.readonly:  # the snapshot outlives the store, for as long as the priors
+            self._handed = True
+            return SqlitePriors(self._db, campaign, own=True)
+        return SqlitePriors(self._db, campaign)
+
+    async def lease_bots(self, bots: Sequence[str], say: Callable[[str], None]) -> None:
+        """Processes on one SQLite file do not share a bot's limit: nothing to hold."""
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def counts(self, campaign: str) -> dict[Status, int]:
+        found = self._db.execute(
+            "SELECT status, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY status",
+            (campaign,),
+        ).fetchall()
+        return {status_of(s, self.path): n for s, n in found}
+
+    async def undelivered(self, campaign: str, limit: int | None) -> list[Recipient]:
+        marks = ", ".join("?" * len(NOT_DELIVERED_IN_STATE))
+        rows = self._db.execute(
+            "SELECT recipient, row, status, attempts, http_status, result, error, updated_at "
+            f"FROM recipients WHERE campaign = ? AND status IN ({marks}) "
+            "ORDER BY status, row LIMIT ?",
+            (campaign, *NOT_DELIVERED_IN_STATE, -1 if limit is None else limit),
+        ).fetchall()
+        return [Recipient(r[0], r[1], status_of(r[2], self.path), *r[3:]) for r in rows]
+
+    async def campaigns(self) -> list[str]:
+        found = self._db.execute(
+            "SELECT campaign FROM recipients UNION SELECT campaign FROM runs "
+            "UNION SELECT campaign FROM controls"
+        ).fetchall()
+        return sorted(c for (c,) in found)
+
+    async def rows(self, campaign: str) -> list[tuple[Any, ...]]:
+        found = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM recipients WHERE campaign = ?", (campaign,)
+        ).fetchall()
+        for r in found:
+            status_of(r[3], self.path)  # an unknown status is never copied silently
+        return found
+
+    async def insert(self, rows: Sequence[tuple[Any, ...]], runs: Sequence[Any]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                f"INSERT INTO recipients ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                rows,
+            )
+            for campaign, run in runs:
+                self._put_run(campaign, run)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    async def runs(self, campaign: str, limit: int | None = None) -> list[RunRecord]:
+        found = self._db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE campaign = ? ORDER BY started DESC LIMIT ?",
+            (campaign, -1 if limit is None else limit),
+        ).fetchall()
+        return [run_record(tuple(r)) for r in found]
+
+    async def control(self, campaign: str) -> Control | None:
+        found = self._db.execute(
+            "SELECT action, actor, at, reason FROM controls WHERE campaign = ?", (campaign,)
+        ).fetchone()
+        return Control(*found) if found else None
+
+    async def set_control(self, campaign: str, control: Control | None) -> None:
+        if control is None:
+            self._db.execute("DELETE FROM controls WHERE campaign = ?", (campaign,))
+            return
+        self._db.execute(
+            "INSERT OR REPLACE INTO controls VALUES (?, ?, ?, ?, ?)",
+            (campaign, control.action, control.actor, control.at, control.reason),
+        )
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def abandon(self) -> None:
+        for writer in self._journals.values():
+            with contextlib.suppress(OSError):
+                os.close(writer.fd)
+        self._journals.clear()
+        self._db.close()
+        for lock in self._locks.values():
+            lock.release()
+        self._locks.clear()
+
+    async def close(self) -> None:
+        for campaign in list(self._journals):
+            self._journals.pop(campaign).close()
+        if not self._handed:
+            self._db.close()
+        for lock in self._locks.values():
+            lock.release()
+        self._locks.clear()

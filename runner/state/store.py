@@ -1,0 +1,225 @@
+"""What a state database must do, and the records that cross that border.
+
+A `Store` is a dumb client: it runs its own statements (write a batch of claims and outcomes,
+lock a campaign, read counts, keep pauses and run history) and knows nothing of batching,
+deadlines or what a status means. `runner.state.core` keeps the promise above it, once for
+every store; `tests/state/test_contract.py` is the suite every store passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runner.status import Status
+
+IN_FLIGHT_AT_STOP = "in flight when an earlier run stopped; its outcome is unknown"
+
+# The columns of a recipient row, in the order every store reads and writes them.
+COLUMNS = (
+    "campaign",
+    "recipient",
+    "row",
+    "status",
+    "attempts",
+    "http_status",
+    "result",
+    "error",
+    "run_id",
+    "first_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What an earlier run left for a recipient."""
+
+    status: Status
+    attempts: int
+    http_status: int | None
+    result: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    recipient: str
+    row: int
+    at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    recipient: str
+    status: Status
+    attempts: int
+    http_status: int | None
+    result: str | None
+    error: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A recipient as the state holds it (`status` lists those not delivered)."""
+
+    recipient: str
+    row: int | None
+    status: Status
+    attempts: int
+    http_status: int | None
+    result: str | None
+    error: str | None
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "row": self.row,
+            "status": str(self.status),
+            "attempts": self.attempts,
+            "http_status": self.http_status,
+            "result": self.result,
+            "error": self.error,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Control:
+    """A person's word on a campaign: paused (until resumed) or cancelled (for good)."""
+
+    action: str  # "paused" | "cancelled"
+    actor: str
+    at: float  # epoch seconds
+    reason: str
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who runs a campaign now."""
+
+    host: str
+    pid: int
+    since: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a campaign, as the history keeps it.
+
+    ``facts`` holds what the lifecycle needs from the run's end: counts, how many rows it
+    left (``remaining``), deferred recipients and when the next opens (``next_due``, epoch
+    seconds), and the digests of the campaign file and its audience when it ran."""
+
+    run_id: str
+    started: float
+    host: str
+    pid: int
+    actor: str
+    mode: str = "run"
+    finished: float | None = None
+    exit_code: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Priors(Protocol):
+    """Look-ups of what earlier runs left, for one campaign."""
+
+    has_history: bool
+
+    def prior(self, recipient: str) -> Prior | None: ...
+
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    """One state database. Every method may raise `StateError` (unusable) or, during a run,
+    `StateLost` (it stopped answering)."""
+
+    location: Any  # runner.state.Location
+
+    async def lock(self, campaign: str) -> None:
+        """Take the campaign's lock for this process, or raise `LockHeld` saying who has it."""
+        ...
+
+    async def unlock(self, campaign: str) -> None: ...
+
+    async def holder(self, campaign: str) -> Holder | None:
+        """Who holds the campaign's lock now; None when no run holds it."""
+        ...
+
+    async def begin(self, campaign: str, run: RunRecord) -> None:
+        """Under the lock: recover what a dead run left (its claims become uncertain) and
+        enter ``run`` in the history."""
+        ...
+
+    async def write(
+        self, campaign: str, run_id: str, claims: Sequence[Claim], outcomes: Sequence[Outcome]
+    ) -> None:
+        """Make a batch durable, all of it or none; outcomes of claims written earlier."""
+        ...
+
+    async def end(self, campaign: str, run: RunRecord) -> None:
+        """Under the lock, after the last write: settle the run and its history entry."""
+        ...
+
+    async def priors(self, campaign: str) -> Priors: ...
+
+    async def counts(self, campaign: str) -> dict[Status, int]: ...
+
+    async def undelivered(self, campaign: str, limit: int | None) -> list[Recipient]:
+        """Recipients failed, unsent, uncertain or sending, by status then row."""
+        ...
+
+    async def campaigns(self) -> list[str]:
+        """Every campaign the state knows: with recipients, runs or a control."""
+        ...
+
+    async def rows(self, campaign: str) -> list[tuple[Any, ...]]:
+        """Every recipient row of ``campaign`` (`COLUMNS`), for a copy."""
+        ...
+
+    async def insert(self, rows: Sequence[tuple[Any, ...]], runs: Sequence[Any]) -> None:
+        """Load rows (`COLUMNS`) and history (campaign, `RunRecord`) in one transaction."""
+        ...
+
+    async def runs(self, campaign: str, limit: int | None = None) -> list[RunRecord]:
+        """The campaign's run history, newest first."""
+        ...
+
+    async def control(self, campaign: str) -> Control | None: ...
+
+    async def set_control(self, campaign: str, control: Control | None) -> None: ...
+
+    async def lease_bots(self, bots: Sequence[str], say: Callable[[str], None]) -> None:
+        """Hold each bot's lease while this process sends with it (a no-op where separate
+        processes cannot share the state)."""
+        ...
+
+    def abandon(self) -> None:
+        """Let go of everything as a killed process does: no last write, no fold."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def run_record(row: tuple[Any, ...]) -> RunRecord:
+    """A history entry from its columns (run_id, started, finished, host, pid, actor, mode,
+    exit_code, facts as JSON text)."""
+    import orjson
+
+    run_id, started, finished, host, pid, actor, mode, exit_code, facts = row
+    return RunRecord(
+        run_id=run_id,
+        started=started,
+        host=host,
+        pid=pid,
+        actor=actor,
+        mode=mode,
+        finished=finished,
+        exit_code=exit_code,
+        facts=orjson.loads(facts) if isinstance(facts, str | bytes) else dict(facts),
+    )

@@ -1,0 +1,232 @@
+"""The state's promises, checked once per backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from runner.errors import LockHeld, StateError
+from runner.state import Location, journal, locate
+from runner.state.core import read_status
+from runner.state.filelock import CampaignLock
+from runner.state.sqlite import connect
+from runner.state.store import IN_FLIGHT_AT_STOP, Prior
+from runner.status import Status
+from tests.helpers import open_run
+
+
+async def test_claims_and_outcomes_are_durable_and_read_back(location: Location) -> None:
+    s = await open_run(location, "c", "run-1")
+    await s.claim("u1", 1)
+    await s.claim("u2", 2)
+    s.record("u1", Status.SENT, 1, 200, "ok", None)
+    s.record("u2", Status.FAILED, 2, 400, "bad", "HTTP 400")
+    await s.close()
+    again = await open_run(location, "c", "run-2")
+    assert again.prior("u1") == Prior(Status.SENT, 1, 200, "ok", None)
+    assert again.prior("u2") == Prior(Status.FAILED, 2, 400, "bad", "HTTP 400")
+    assert again.prior("u3") is None
+    await again.close()
+
+
+async def test_a_claim_is_durable_before_it_returns(location: Location) -> None:
+    s = await open_run(location, "c", "run-1")
+    await s.claim("u1", 1)
+    # Read from elsewhere, as another process would, while the run goes on.
+    report = await read_status(location, "c")
+    assert report["counts"]["sending"] == 1
+    await s.close()
+
+
+async def test_what_was_in_flight_at_a_crash_becomes_uncertain(location: Location) -> None:
+    s = await open_run(location, "c", "run-1")
+    await s.claim("u1", 1)
+    s.abandon()  # as if the process had died with u1 in flight
+    again = await open_run(location, "c", "run-2")
+    assert again.prior("u1") == Prior(Status.UNCERTAIN, 0, None, None, IN_FLIGHT_AT_STOP)
+    await again.close()
+
+
+async def test_campaigns_in_one_state_are_apart(location: Location) -> None:
+    a = await open_run(location, "a", "r")
+    await a.claim("u1", 1)
+    a.record("u1", Status.SENT, 1, 200, None, None)
+    await a.close()
+    b = await open_run(location, "b", "r")
+    assert b.prior("u1") is None
+    await b.close()
+
+
+async def test_many_concurrent_claims_are_batched(location: Location) -> None:
+    s = await open_run(location, "c", "r")
+    await asyncio.gather(*(s.claim(f"u{i}", i) for i in range(500)))
+    for i in range(500):
+        s.record(f"u{i}", Status.SENT, 1, 200, None, None)
+    await s.close()
+    assert (await read_status(location, "c"))["counts"]["sent"] == 500
+
+
+async def test_a_second_run_of_a_campaign_is_refused_while_the_first_holds_it(
+    location: Location,
+) -> None:
+    first = await open_run(location, "c", "r1")
+    with pytest.raises(
+        LockHeld, match=rf"campaign c is already running \(host \S+ pid {os.getpid()} since"
+    ):
+        await open_run(location, "c", "r2")
+    other = await open_run(location, "other", "r1")  # other campaigns are not blocked
+    await other.close()
+    await first.close()
+    again = await open_run(location, "c", "r3")
+    await again.close()
+
+
+async def test_a_lock_left_by_a_dead_process_does_not_block(location: Location) -> None:
+    first = await open_run(location, "c", "r1")
+    first.abandon()
+    await asyncio.sleep(0.1)  # the server notices the dropped connection
+    again = await open_run(location, "c", "r2")
+    await again.close()
+
+
+def _hold_lock(
+    path: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event
+) -> None:
+    lock = CampaignLock(Path(path), "c")
+    lock.acquire()
+    ready.set()
+    done.wait(10)
+
+
+def test_a_file_lock_left_by_a_killed_process_does_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(path), ready, done))
+    holder.start()
+    assert ready.wait(20)
+    with pytest.raises(LockHeld, match=r"campaign c is already running \(host \S+ pid \d+ since"):
+        CampaignLock(path, "c").acquire()
+    holder.kill()
+    holder.join(10)
+    lock = CampaignLock(path, "c")
+    lock.acquire()
+    lock.release()
+
+
+def test_the_default_state_follows_the_campaign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "campaigns" / "deep").mkdir(parents=True)
+    campaign = repo / "campaigns" / "deep" / "sale.yaml"
+    expected = Location(path=repo / ".campaign-state" / "sale.sqlite3")
+    for cwd, given in [
+        (tmp_path, campaign),
+        (repo, Path("campaigns/deep/sale.yaml")),
+        (repo / "campaigns" / "deep", Path("sale.yaml")),
+        (repo / "campaigns", Path("../campaigns/deep/../deep/sale.yaml")),
+    ]:
+        monkeypatch.chdir(cwd)
+        assert locate(None, given, "sale", False) == expected
+    assert locate(None, campaign, "sale", True) == Location(
+        path=repo / ".campaign-state" / "sale.sandbox.sqlite3"
+    )
+    outside = tmp_path / "loose" / "sale.yaml"
+    outside.parent.mkdir()
+    assert locate(None, outside, "sale", False) == Location(
+        path=outside.parent / ".campaign-state" / "sale.sqlite3"
+    )
+
+
+def test_the_state_can_be_named_by_flag_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = tmp_path / "sale.yaml"
+    monkeypatch.setenv("CAMPAIGN_STATE", "postgresql://u:pw@db:5432/x")
+    found = locate(None, campaign, "sale", False)
+    assert found == Location(url="postgresql://u:pw@db:5432/x")
+    assert str(found) == "postgresql://u:***@db:5432/x"
+    # A rehearsal never touches the shared state.
+    assert (
+        locate(None, campaign, "sale", True).path
+        == tmp_path / ".campaign-state" / "sale.sandbox.sqlite3"
+    )
+    assert locate("x/s.db", campaign, "sale", False) == Location(path=Path("x/s.db"))
+    assert locate("x/s.db", campaign, "sale", True) == Location(path=Path("x/s.sandbox.db"))
+
+
+def test_an_unusable_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_text("this is not a database" * 100)
+    with pytest.raises(StateError, match="cannot use this state file"):
+        connect(bad)
+
+
+async def test_an_unreachable_database_is_a_clear_error_with_the_password_masked() -> None:
+    url = "postgresql://postgres:hunter22@127.0.0.1:1/test"
+    with pytest.raises(StateError) as caught:
+        await open_run(Location(url=url), "c", "r")
+    assert "hunter22" not in str(caught.value)
+    assert str(caught.value).startswith("postgresql://postgres:***@127.0.0.1:1/test: cannot use")
+
+
+async def test_a_torn_journal_line_is_ignored_and_folding_twice_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    s = await open_run(Location(path=path), "c", "run-1")
+    await s.claim("u1", 1)
+    s.record("u1", Status.SENT, 1, 200, "ok", None)
+    await s.claim("u2", 2)
+    s.abandon()
+    log = journal.path_for(path, "c")
+    saved = log.read_bytes()
+    with log.open("ab") as handle:
+        handle.write(b'[2, "u2", "se')  # the process died in the middle of a write
+    again = await open_run(Location(path=path), "c", "run-2")
+    assert again.prior("u1") == Prior(Status.SENT, 1, 200, "ok", None)
+    prior = again.prior("u2")
+    assert prior is not None
+    assert prior.status == Status.UNCERTAIN
+    await again.close()
+    log.write_bytes(saved)  # the same journal again, as if its removal had been lost
+    third = await open_run(Location(path=path), "c", "run-3")
+    assert third.prior("u1") == Prior(Status.SENT, 1, 200, "ok", None)
+    await third.close()
+
+
+async def test_a_damaged_journal_is_kept_and_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    s = await open_run(Location(path=path), "c", "run-1")
+    await s.claim("u1", 1)
+    await s.claim("u2", 2)
+    s.abandon()
+    log = journal.path_for(path, "c")
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0] + b"\x00garbage\n" + b"".join(lines[1:]))
+    with pytest.raises(StateError, match=r"the journal is damaged at line 2; it was kept"):
+        await open_run(Location(path=path), "c", "run-2")
+    assert log.exists()
+    with pytest.raises(StateError, match="damaged"):
+        await read_status(Location(path=path), "c")
+
+
+async def test_status_reads_a_read_only_state_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "s.sqlite3"
+    s = await open_run(Location(path=path), "c", "r")
+    await s.claim("u1", 1)
+    s.record("u1", Status.SENT, 1, 200, None, None)
+    await s.close()
+    folder.chmod(0o555)
+    try:
+        assert (await read_status(Location(path=path), "c"))["counts"]["sent"] == 1
+    finally:
+        folder.chmod(0o755)
