@@ -1,9 +1,14 @@
-"""The asyncio broadcast engine: ``concurrency`` workers per campaign on one aiohttp session.
+"""The asyncio broadcast engine: ``concurrency`` workers per campaign on one transport.
 
 The workers share one generator over the prepared stream (the same one `plan` writes), which
-reports skips and drops recipients an earlier run settled. Each worker claims a recipient in
-the state, waits for the bot's pacer, sends, classifies (`runner.outcome`), retries what
-surely did not arrive, and records the outcome in the state and the report.
+reports skips and drops recipients an earlier run settled. Each worker waits for the bot's
+pacer, claims the recipient in the state (durable before the request can leave, and only once
+it can), sends through the transport, classifies (`runner.outcome`), retries what surely did
+not arrive, and records the outcome in the state and the report.
+
+The engine owns no I/O of its own: a `Transport` sends (aiohttp, or an in-memory one in tests),
+a `Clock` tells the time, a `ReportSink` takes the lines, and the state takes claims. So its
+logic runs in tests in memory, on a fake clock.
 
 A campaign-wide error (a rejected token, answers that are not the API's, an API that cannot be
 reached from the start) stops the run at once and leaves everyone it touched `unsent`, so that
@@ -14,26 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import random
-import time
-from collections.abc import Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
-
-import aiohttp
-from yarl import URL
+from typing import Any, Protocol
 
 from runner import outcome
+from runner.clock import SYSTEM, Clock
 from runner.errors import StateLost
 from runner.model import Campaign
 from runner.outcome import Attempt, Kind
 from runner.pacing import Pacer
 from runner.pipeline import Item, Prepared, Skipped, earlier
-from runner.report import ReportWriter, line
+from runner.report import Line, Tally, line
 from runner.secrets import Masker
-from runner.state import RunState
+from runner.state.store import Prior
 from runner.status import Status
+from runner.transport import AiohttpTransport, Transport
 
 _YIELD_EVERY = 256  # rows between yields to the loop while skipping without I/O
 _PAUSE = object()
@@ -46,13 +50,50 @@ UNREACHABLE_AT_START = 5
 MAX_RATE_LIMITED = 20
 
 
+class ReportSink(Protocol):
+    """Where the engine's lines go (`runner.report.ReportWriter`); its tally is what
+    progress reads."""
+
+    tally: Tally
+
+    def write(
+        self, line: Line, record: Mapping[str, Any] | None = None, *, this_run: bool = True
+    ) -> None: ...
+
+    def attempted(
+        self, http_status: int | None, started: float, kind: str, rate: float
+    ) -> None: ...
+
+    def deferred(self, opens: float | None) -> None: ...
+
+
+class RunState(Protocol):
+    """The state of one campaign during a run (`runner.state.core.CampaignRun`)."""
+
+    has_history: bool
+
+    def prior(self, recipient: str) -> Prior | None: ...
+
+    def claim(self, recipient: str, row: int) -> Awaitable[None]: ...
+
+    def record(
+        self,
+        recipient: str,
+        status: Status,
+        attempts: int,
+        http_status: int | None,
+        result: str | None,
+        error: str | None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Job:
     """One campaign of a run: what it sends, and where its outcomes go."""
 
     campaign: Campaign
     items: Iterator[Item]
-    report: ReportWriter
+    report: ReportSink
     state: RunState
     pacer: Pacer
     masker: Masker
@@ -61,6 +102,7 @@ class Job:
     limit: int | None = None  # new recipients to send at most (a canary batch)
     ignore_history: bool = False  # a test send: every recipient given is sent, every time
     deadline: float | None = None  # epoch seconds: no request starts after it (not_after)
+    budget: float | None = None  # clock.monotonic() after which no request starts (exit 0)
 
 
 class JobRun:
@@ -73,6 +115,7 @@ class JobRun:
         "_stop",
         "aborted",
         "answered",
+        "budget_spent",
         "consecutive_failures",
         "first_start",
         "interrupted",
@@ -80,7 +123,9 @@ class JobRun:
         "last_start",
         "leftover",
         "limited",
+        "paused",
         "unreachable",
+        "unstarted",
         "window_closed",
     )
 
@@ -90,7 +135,10 @@ class JobRun:
         self.interrupted = False  #: Ctrl-C / SIGTERM (exit 130)
         self.limited = False  #: stopped after `Job.limit` new recipients (exit 0)
         self.leftover: list[Item] = []  #: rows read but not handled when the run stopped
+        self.unstarted: list[Item] = []  #: rows a worker held, unclaimed, when it stopped
         self.window_closed = False  #: the send window (schedule.not_after) closed mid-run
+        self.budget_spent = False  #: the time budget (--max-duration) ran out (exit 0)
+        self.paused: str | None = None  #: who paused the campaign and why (exit 3)
         self.first_start: float | None = None  #: monotonic time of the first request
         self.last_start: float | None = None  #: and of the latest one
         self.consecutive_failures = 0
@@ -111,6 +159,16 @@ class JobRun:
         self.interrupted = True
         self._stop.set()
 
+    def pause(self, words: str) -> None:
+        """Someone paused or cancelled the campaign: start nothing more (exit 3)."""
+        self.paused = words
+        self.abort(words)
+
+    def spend(self) -> None:
+        """The time budget ran out: start nothing more; the rest is left for the next run."""
+        self.budget_spent = True
+        self._stop.set()
+
     def close_window(self) -> None:
         """The send window closed (schedule.not_after): start nothing more."""
         self.window_closed = True
@@ -118,39 +176,36 @@ class JobRun:
 
     def rest(self) -> Iterator[Item]:
         """The rows a stopped run did not handle, in order: read, or not yet read."""
-        return itertools.chain(self.leftover, self.job.items)
+        return itertools.chain(self.unstarted, self.leftover, self.job.items)
 
-    async def pause(self, seconds: float) -> bool:
+    async def wait(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the run stops meanwhile; True when it stopped."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
         return self._stop.is_set()
 
 
-async def _headers_sent(
-    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
-) -> None:
-    pacer, slot = context.trace_request_ctx
-    pacer.sent(slot)
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-    """The answer's body up to `outcome.MAX_ANSWER` bytes, and whether more came."""
-    body = bytearray()
-    async for chunk in response.content.iter_any():
-        body += chunk
-        if len(body) > outcome.MAX_ANSWER:
-            response.close()  # never read an endless body; the connection is not reused
-            return bytes(body[: outcome.MAX_ANSWER]), True
-    return bytes(body), False
+def aiohttp_transport(job: Job) -> Transport:
+    return AiohttpTransport(job.campaign.delivery, traced=job.pacer.traced)
 
 
 class Engine:
-    def __init__(self, jobs: list[Job], *, backoff_base: float = 0.5, backoff_cap: float = 30.0):
+    def __init__(
+        self,
+        jobs: list[Job],
+        *,
+        transport: Callable[[Job], Transport] = aiohttp_transport,
+        clock: Clock = SYSTEM,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        seed: int | None = None,
+    ):
         self.runs = [JobRun(job) for job in jobs]
+        self._transport = transport
+        self._clock = clock
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._random = random.Random()
+        self._random = random.Random(seed)
 
     def interrupt(self) -> None:
         """Ctrl-C / SIGTERM: start nothing new, let what is in flight finish."""
@@ -161,26 +216,14 @@ class Engine:
         await asyncio.gather(*(self._run_job(run) for run in self.runs))
 
     async def _run_job(self, run: JobRun) -> None:
-        delivery = run.job.campaign.delivery
-        # One deadline for the whole attempt: a body that drips a byte at a time cannot keep a
-        # request alive past it (sock_read would restart with every byte).
-        timeout = aiohttp.ClientTimeout(total=delivery.timeout, connect=delivery.timeout)
-        connector = aiohttp.TCPConnector(limit=delivery.concurrency, limit_per_host=0)
-        # The pacer learns when each request is really written (see pacing.py).
-        traces = []
-        if run.job.pacer.traced:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_headers_sent)
-            traces.append(trace)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, trace_configs=traces
-        ) as session:
+        transport = self._transport(run.job)
+        try:
             # Workers pull from one shared generator, no queue between them: a stop leaves at
             # most one prepared chunk unsent, and nothing claimed that was not sent.
             source = self._to_send(run)
             workers = [
-                asyncio.create_task(self._worker(run, source, session))
-                for _ in range(delivery.concurrency)
+                asyncio.create_task(self._worker(run, source, transport))
+                for _ in range(run.job.campaign.delivery.concurrency)
             ]
             try:
                 await asyncio.gather(*workers)
@@ -189,6 +232,17 @@ class Engine:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 source.close()
+        finally:
+            await transport.close()
+
+    def _out_of_time(self, run: JobRun) -> bool:
+        """Whether the send window or the time budget has closed (and the run with it)."""
+        job = run.job
+        if job.deadline is not None and self._clock.time() >= job.deadline:
+            run.close_window()
+        elif job.budget is not None and self._clock.monotonic() >= job.budget:
+            run.spend()
+        return run.stopping
 
     def _to_send(self, run: JobRun) -> Generator[Prepared | object, None, None]:
         """The recipients to send, in order; skips are reported on the way.
@@ -202,7 +256,7 @@ class Engine:
         rows = job.items
         idle = 0
         budget = job.limit
-        deadline = job.deadline
+        timed = job.deadline is not None or job.budget is not None
         chunk: list[Item] = []
         done = 0  # rows of the chunk handed on or reported
         try:
@@ -216,8 +270,7 @@ class Engine:
                 for item in chunk:
                     if run.stopping:
                         return
-                    if deadline is not None and time.time() >= deadline:
-                        run.close_window()
+                    if timed and self._out_of_time(run):
                         return
                     if isinstance(item, Skipped):
                         write(line(item.row, item.recipient, item.status, reason=item.reason))
@@ -247,32 +300,16 @@ class Engine:
         self,
         run: JobRun,
         source: Generator[Prepared | object, None, None],
-        session: aiohttp.ClientSession,
+        transport: Transport,
     ) -> None:
         job = run.job
-        claim = job.state.claim
         for item in source:
             if item is _PAUSE:
                 await asyncio.sleep(0)
             else:
                 assert type(item) is Prepared
                 try:
-                    await claim(item.recipient, item.row)
-                except StateLost as lost:
-                    # Nothing can be claimed, so nothing more is sent; this one never left.
-                    run.abort(str(lost))
-                    job.report.write(
-                        line(
-                            item.row,
-                            item.recipient,
-                            Status.UNSENT,
-                            error="not sent: the state could not record its claim",
-                        ),
-                        record=item.record,
-                    )
-                    return
-                try:
-                    attempt, attempts = await self._deliver(run, session, item)
+                    delivered = await self._deliver(run, transport, item)
                 except asyncio.CancelledError:
                     # A hard stop: the request may be out. The state keeps it 'sending',
                     # which the next run reads as uncertain; the report says so now.
@@ -286,52 +323,65 @@ class Engine:
                         record=item.record,
                     )
                     raise
-                self._settle(run, item, attempt, attempts)
+                except StateLost as lost:
+                    # Nothing can be claimed, so nothing more is sent; this one never left.
+                    run.abort(str(lost))
+                    job.report.write(
+                        line(
+                            item.row,
+                            item.recipient,
+                            Status.UNSENT,
+                            error="not sent: the state could not record its claim",
+                        ),
+                        record=item.record,
+                    )
+                    return
+                if delivered is None:
+                    run.unstarted.append(item)
+                    return
+                self._settle(run, item, *delivered)
             if run.stopping:
                 return
 
     async def _deliver(
-        self, run: JobRun, session: aiohttp.ClientSession, item: Prepared
-    ) -> tuple[Attempt, int]:
+        self, run: JobRun, transport: Transport, item: Prepared
+    ) -> tuple[Attempt, int] | None:
+        """Send one recipient until it settles. Its claim is made after the pacer lets its
+        first request go and committed before that request is written, so a recipient still
+        waiting for the limiter when the run dies is never taken for one in flight."""
         job = run.job
         delivery = job.campaign.delivery
         request = item.request
-        url = URL(request.url, encoded=True)
+        clock = self._clock
         attempts = 0
         limited = 0  # answers of 429 among the attempts
         pacer = job.pacer
         report = job.report
+        timed = job.deadline is not None or job.budget is not None
         while True:
             slot = pacer.try_acquire() or await pacer.acquire()
-            if job.deadline is not None and time.time() >= job.deadline:
-                run.close_window()
-            if run.stopping:  # stopped while waiting for the pacer: this one never left
-                pacer.never_sent(slot)
+            if run.stopping or (timed and self._out_of_time(run)):
+                pacer.never_sent(slot)  # stopped while waiting for the pacer: never left
+                if attempts == 0:
+                    return None  # never claimed: not reached, like the rows not yet read
                 return Attempt(Kind.RETRY, error="the run stopped before it was sent"), attempts
+            if attempts == 0:
+                try:
+                    await job.state.claim(item.recipient, item.row)
+                except BaseException:
+                    pacer.never_sent(slot)
+                    raise
             attempts += 1
-            started = time.monotonic()
+            started = clock.monotonic()
             if run.first_start is None:
                 run.first_start = started
             run.last_start = started
             try:
-                async with session.request(
-                    request.method,
-                    url,
-                    headers=request.headers,
-                    data=request.body,
-                    allow_redirects=False,
-                    trace_request_ctx=(pacer, slot),
-                ) as response:
-                    body, truncated = await _read_capped(response)
-                attempt = outcome.from_response(
-                    response.status, body, response.headers, truncated=truncated
-                )
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-                attempt = outcome.from_exception(exc)
+                attempt = await transport.send(request, functools.partial(pacer.sent, slot))
             finally:
                 if not slot.sent:
                     pacer.never_sent(slot)
-            attempt.latency_ms = round((time.monotonic() - started) * 1000, 2)
+            attempt.latency_ms = round((clock.monotonic() - started) * 1000, 2)
             report.attempted(attempt.http_status, started, attempt.kind.value, pacer.rate)
             if attempt.http_status is not None:
                 run.answered = True
@@ -368,7 +418,7 @@ class Engine:
                     "stopped and nobody was marked failed: run again later"
                 )
                 return attempt, attempts
-            if await run.pause(self._backoff(attempts, wait)):
+            if await run.wait(self._backoff(attempts, wait)):
                 attempt.error = f"{attempt.error}; the run stopped before its retry"
                 return attempt, attempts
 

@@ -175,12 +175,12 @@ class Pacer:
         slot.sent = True
 
 
-def shared(bots: list[tuple[tuple[str, str], int]]) -> list[Pacer]:
+def shared(bots: list[tuple[tuple[str, ...], int]]) -> list[Pacer]:
     """One pacer per distinct bot ((base URL, bot id), rate) of a run, in the order given.
 
     Campaigns that share a bot share its pacer, at the strictest of their limits.
     """
-    rates: dict[tuple[str, str], int] = {}
+    rates: dict[tuple[str, ...], int] = {}
     for key, rate in bots:
         rates[key] = min(rate, rates.get(key, rate))
     pacers = {key: Pacer(rate) for key, rate in rates.items()}
