@@ -197,6 +197,38 @@ def plan(
     is_flag=True,
     help="Stay until deferred recipients' quiet hours end, and send them then.",
 )
+@click.option(
+    "--due",
+    is_flag=True,
+    help="Run only the campaigns with something due now; say where every other one stands "
+    "(for a scheduler: a cron sweep, a --watch worker).",
+)
+@click.option(
+    "--max-duration",
+    "max_duration",
+    metavar="DURATION",
+    help="Start no request after this long (5h30m, 90m, 45s); those in flight finish, the "
+    "rest is left for the next run (exit 0).",
+)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="A worker: run what is due, sleep until the next thing is due, again, until "
+    "SIGTERM or Ctrl-C (which drain the run under way).",
+)
+@click.option(
+    "--every",
+    metavar="DURATION",
+    default="60s",
+    show_default=True,
+    help="With --watch: look at least this often.",
+)
+@click.option(
+    "--fresh-state",
+    is_flag=True,
+    help="Start in a state that has no history of the campaign though another state of this "
+    "repository has it (its people may get the message again).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
 @outside_option
 def run(
@@ -211,6 +243,11 @@ def run(
     limit: int | None,
     to: tuple[str, ...],
     wait: bool,
+    due: bool,
+    max_duration: str | None,
+    watch: bool,
+    every: str,
+    fresh_state: bool,
     quiet: bool,
     outside_repo: bool,
 ) -> int:
@@ -220,9 +257,13 @@ def run(
     secret, plan mismatch, state unusable, locked); 3 aborted; 130 interrupted.
     """
     from runner.commands import plan as planning
-    from runner.commands.run import RunOptions, text
+    from runner.commands.run import RunOptions, RunResult, parse_duration, text
     from runner.commands.run import run as broadcast
 
+    if (watch or due) and (to or plan_file or dry_run):
+        raise UsageError(
+            "--due and --watch run campaigns as they stand: not with --to, --plan or --dry-run"
+        )
     options = RunOptions(
         report=report_dir,
         state=state_given,
@@ -236,37 +277,100 @@ def run(
         limit=limit,
         to=to,
         wait=wait,
+        due=due,
+        max_duration=parse_duration(max_duration) if max_duration else None,
+        watch=watch,
+        every=parse_duration(every),
+        fresh_state=fresh_state,
     )
-    result = broadcast(list(targets), options)
+
+    def shown(result: RunResult) -> None:
+        for campaign_result in result.results:
+            _warnings(campaign_result.campaign.warnings)
+        if result.results:
+            click.echo(text(result))
+
+    result = broadcast(list(targets), options, on_pass=shown)
+    if watch:
+        return result.exit_code
     for plan_result in result.plans:
         _warnings(plan_result.campaign.warnings)
         click.echo(planning.text(plan_result))
-    for campaign_result in result.results:
-        _warnings(campaign_result.campaign.warnings)
-    if result.results:
-        click.echo(text(result))
+    shown(result)
     return result.exit_code
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("targets", nargs=-1, required=True)
 @state_option
 @click.option("--sandbox", is_flag=True, help="Read the sandbox state instead.")
 @outside_option
 @output_option
 def status(
-    path: Path, state_given: str | None, sandbox: bool, outside_repo: bool, output: str
+    targets: tuple[str, ...],
+    state_given: str | None,
+    sandbox: bool,
+    outside_repo: bool,
+    output: str,
 ) -> int:
-    """Counts per status from the state, and who failed or is uncertain."""
+    """Where each campaign stands (new, scheduled, due, running, waiting, paused, done,
+    closed, cancelled) with its counts and last run; for one campaign, the detail."""
     from runner.commands.status import status as read_status
     from runner.commands.status import text
 
-    report = read_status(path, state_given, sandbox, outside_repo=outside_repo)
+    result = read_status(list(targets), state_given, sandbox, outside_repo=outside_repo)
     if output == "json":
-        _json(report)
+        _json(result.as_json())
     else:
-        click.echo(text(report))
+        click.echo(text(result))
+    return result.exit_code
+
+
+def _control(
+    targets: tuple[str, ...],
+    state_given: str | None,
+    every: bool,
+    action: str | None,
+    reason: str | None,
+) -> int:
+    from runner.commands.control import apply, targets_of
+
+    if every == bool(targets):
+        raise UsageError("name the campaigns (files, folders or names), or --all, not both")
+    if action is not None and not (reason or "").strip():
+        raise UsageError("--reason is required: say why, for whoever finds it stopped")
+    for line in apply(targets_of(list(targets), state_given, every), action, reason):
+        click.echo(line)
     return 0
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--reason", required=True, help="Why: kept with who and when, shown everywhere.")
+@click.option("--all", "every", is_flag=True, help="Every campaign in the state.")
+@state_option
+def pause(targets: tuple[str, ...], reason: str, every: bool, state_given: str | None) -> int:
+    """Emergency stop: every run of these campaigns sharing the state stops starting
+    requests within 2 seconds (exit 3); later runs refuse until `campaign resume`."""
+    return _control(targets, state_given, every, "paused", reason)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every campaign in the state.")
+@state_option
+def resume(targets: tuple[str, ...], every: bool, state_given: str | None) -> int:
+    """Lift a pause: the campaigns are due again at the next run or sweep."""
+    return _control(targets, state_given, every, None, None)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why: kept with who and when, shown everywhere.")
+@state_option
+def cancel(targets: tuple[str, ...], reason: str, state_given: str | None) -> int:
+    """Stop these campaigns for good: no run of these names sends again in this state."""
+    return _control(targets, state_given, False, "cancelled", reason)
 
 
 @cli.command()
@@ -310,11 +414,8 @@ def state_copy(source: str, target: str) -> int:
     """
     import asyncio
 
-    from runner.state import Location, is_url
+    from runner.state import location
     from runner.state.copy import copy
-
-    def location(text: str) -> Location:
-        return Location(url=text) if is_url(text) else Location(path=Path(text))
 
     src, dst = location(source), location(target)
     copied = asyncio.run(copy(src, dst))

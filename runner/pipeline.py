@@ -20,7 +20,7 @@ from runner.errors import TooManyInvalid, UsageError
 from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, Field, api_base, base_url_problem
 from runner.render import FILTERED, Renderer, Skip, is_template
 from runner.report import Line, line
-from runner.state import Prior
+from runner.state.store import Prior
 from runner.status import Status
 
 
@@ -227,12 +227,15 @@ class InvalidRows:
         self._campaign = campaign
         self._rows = 0
         self._count = 0
+        self.prepared = 0  #: rows that became a request
         self._first: list[tuple[int, str]] = []
 
     def count(self, items: Iterable[Item]) -> Iterator[Item]:
         for item in items:
             self._rows += 1
-            if type(item) is Skipped and item.status is Status.INVALID:
+            if type(item) is Prepared:
+                self.prepared += 1
+            elif type(item) is Skipped and item.status is Status.INVALID:
                 self._count += 1
                 if len(self._first) < FIRST_INVALID:
                     self._first.append((item.row, item.reason))
@@ -243,13 +246,16 @@ class InvalidRows:
         return refuse_invalid(self._campaign, self._rows, self._first, self._count)
 
 
-def check_invalid(campaign: Campaign, target: Endpoint, counted: InvalidRows | None = None) -> None:
+def check_invalid(
+    campaign: Campaign, target: Endpoint, counted: InvalidRows | None = None
+) -> InvalidRows:
     """Raise `TooManyInvalid` before anything is locked or sent when the audience has more
     invalid rows than the campaign allows. Reads and renders it whole, unless a pass already
-    made ``counted`` them."""
+    made ``counted`` them; the counts."""
     if counted is None:
         counted = InvalidRows(campaign)
         collections.deque(counted.count(prepare(campaign, target)), maxlen=0)
     refusal = counted.refusal()
     if refusal:
         raise TooManyInvalid(refusal)
+    return counted

@@ -125,10 +125,18 @@ def test_status_before_any_run(
 ) -> None:
     path = v1_campaign("http://127.0.0.1:9", rows=1)
     result = invoke("status", path)
-    assert result.exit_code == 2
-    assert result.output == (
-        f"{path.parent}/.campaign-state/test-campaign.sqlite3: no state yet for campaign "
-        "test-campaign (has it been run?)\n"
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:6] == [
+        f"test-campaign ({path.parent}/.campaign-state/test-campaign.sqlite3)",
+        "  sent       0",
+        "  failed     0",
+        "  unsent     0",
+        "  uncertain  0",
+        "  not yet    1 audience rows not attempted",
+    ]
+    assert lines[6] == (
+        "  standing   new: never run; due now (0 sent, 0 failed, 0 unsent, 0 uncertain)"
     )
 
 

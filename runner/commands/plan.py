@@ -19,6 +19,7 @@ from runner import state as states
 from runner.model import Campaign, api_base
 from runner.report import ReportWriter, default_folder, line
 from runner.secrets import MASK, Masker
+from runner.state.core import read_priors
 from runner.status import Status
 
 SAMPLES = 5
@@ -55,7 +56,7 @@ def plan(
     target = pipeline.endpoint(campaign, strict=False, token=MASK, base_url=base)
     masker = Masker()  # every value this process read from the environment
     location = states.locate(state, campaign.path, campaign.name, sandbox)
-    reader = states.open_reader(location, campaign.name)
+    reader = read_priors(location, campaign.name)
     try:
         directory = report_dir or default_folder(
             repository.root(campaign.path),

@@ -1,37 +1,36 @@
-"""`campaign run`: the broadcast. Loads every campaign, checks secrets, locks, then sends."""
+"""`campaign run`: the broadcast. Loads every campaign, checks secrets, then sends.
+
+What to send is decided here: the files given, only the due ones (``--due``), again when
+deferred recipients open (``--wait``), or forever as a worker (``--watch``). One pass of
+sending is `runner.commands.broadcast`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-import signal
-import sys
-import threading
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from runner import campaign as campaigns
-from runner import htmlreport, pacing, pipeline, plandigest, repository, schedule, state
+from runner import lifecycle, pipeline, plandigest, schedule, secrets, state
+from runner.commands.broadcast import SANDBOX_NOTE, CampaignResult, Pass, say, send
 from runner.commands.plan import PlanResult, plan
-from runner.engine import Engine, Job, JobRun
-from runner.errors import CampaignError, InvalidCampaign, UsageError
-from runner.mockserver import MockOptions, MockServer
-from runner.model import Campaign, Endpoint, api_base
-from runner.progress import Progress
-from runner.report import ReportWriter, default_folder, run_id
+from runner.errors import CampaignError, InvalidCampaign, StateError, UsageError
+from runner.model import Campaign
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
-from runner.state import Location, RunState
-from runner.status import NOT_DELIVERED_IN_STATE, Status
+from runner.state.core import open_store
+from runner.status import Status
 
-SANDBOX_TOKEN = "sandbox-token"
-_LISTED = 10  # recipients not delivered listed after a run (`campaign status` lists all)
-SANDBOX_NOTE = "Sandbox: requests went to a local mock server; nothing was sent for real."
+
+class HistoryElsewhere(CampaignError):
+    """The chosen state has no history of a campaign that another state of this repository
+    has: running would send its people again."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,11 @@ class RunOptions:
     limit: int | None = None  # new recipients to send at most, then stop (a canary batch)
     wait: bool = False  # stay until deferred recipients' quiet hours end, and send them
     to: tuple[str, ...] = ()  # a test send to these audience members only
-
-
-@dataclass
-class CampaignResult:
-    campaign: Campaign
-    summary: dict[str, Any]
-    not_delivered: list[dict[str, Any]] = field(default_factory=list)  # the first few
-    not_delivered_count: int = 0
+    due: bool = False  # only the campaigns with something due now
+    max_duration: float | None = None  # seconds: start no request after them (exit 0)
+    watch: bool = False  # a worker: run what is due until SIGTERM/SIGINT
+    every: float = 60.0  # seconds between a worker's looks at least
+    fresh_state: bool = False  # start in a state with no history though another has it
 
 
 @dataclass
@@ -64,14 +60,22 @@ class RunResult:
     exit_code: int
     sandbox: bool
     plans: list[PlanResult] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # one per campaign `--due` passed over
+    next_due: float | None = None  # epoch seconds: when a passed-over campaign is due next
 
 
-def run(targets: list[str], options: RunOptions) -> RunResult:
+def run(
+    targets: list[str], options: RunOptions, on_pass: Callable[[RunResult], None] | None = None
+) -> RunResult:
+    if options.watch:
+        return watch(targets, options, on_pass or (lambda _: None))
     paths = campaigns.expand(targets)
     loaded = _load_all(paths, options.outside_repo)
-    if options.to and (len(loaded) != 1 or options.dry_run or options.plan or options.limit):
+    if options.to and (
+        len(loaded) != 1 or options.dry_run or options.plan or options.limit or options.due
+    ):
         raise UsageError(
-            "--to sends a test of one campaign file, without --dry-run, --plan or --limit"
+            "--to sends a test of one campaign file, without --dry-run, --plan, --limit or --due"
         )
     # What an earlier pass over a campaign's audience found of its invalid rows.
     counted: dict[str, pipeline.InvalidRows] = {}
@@ -98,8 +102,19 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         return RunResult([], 0, options.sandbox, plans)
     if options.to:  # a test send is not the broadcast: no window, no quiet hours
         loaded = [dataclasses.replace(c, schedule=Schedule()) for c in loaded]
+    lines: list[str] = []
+    next_due = None
+    if options.due:
+        loaded, lines, next_due = _run_due(loaded, options)
+        for line in lines:
+            say(line)
+        if not loaded:
+            return RunResult([], 0, options.sandbox, lines=lines, next_due=next_due)
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
+    if not (options.sandbox or options.to or options.fresh_state):
+        asyncio.run(_refuse_history_elsewhere(loaded, options.state))
+    sent_so_far = 0
     while True:
         for c in loaded:  # outside the send window nothing is sent
             c.schedule.check_window(schedule.now())
@@ -107,13 +122,149 @@ def run(targets: list[str], options: RunOptions) -> RunResult:
         # send renders only the rows it names.)
         for c in loaded if not options.to else ():
             masked = pipeline.endpoint(c, strict=False, token=MASK)
-            pipeline.check_invalid(c, masked, counted.pop(c.name, None))
+            rows = pipeline.check_invalid(c, masked, counted.pop(c.name, None))
+            if options.max_duration is not None and not options.quiet:
+                _say_runs_needed(c, rows.prepared, options.max_duration)
+        # `--limit N` counts every wake-up of `--wait`: N in all.
+        this = dataclasses.replace(
+            options, limit=None if options.limit is None else options.limit - sent_so_far
+        )
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(_run(loaded, endpoints, options))
+            done = runner.run(send(loaded, endpoints, this))
+        result = _result(done, options.sandbox, lines, next_due)
+        sent_so_far += sum(r.summary["counts"]["sent"] for r in result.results)
         opens = _next_opening(result, loaded) if options.wait else None
-        if opens is None:
+        if opens is None or (options.limit is not None and sent_so_far >= options.limit):
             return result
         _wait_until(opens, result)
+
+
+def _result(done: Pass, sandbox: bool, lines: list[str], next_due: float | None) -> RunResult:
+    codes = [r.summary["exit_code"] for r in done.results]
+    return RunResult(
+        done.results, _overall(codes), sandbox, lines=lines + done.passed_over, next_due=next_due
+    )
+
+
+def _say_runs_needed(c: Campaign, prepared: int, budget: float) -> None:
+    """Before sending: how many runs an audience takes at the bot's rate within a budget."""
+    per_run = int(c.bot.rate_limit * 0.98 * budget)
+    if prepared > per_run:
+        say(
+            f"{c.name}: up to {prepared:,} to send at {c.bot.rate_limit}/s do not fit in "
+            f"--max-duration {_span(budget)} (about {per_run:,} a run): about "
+            f"{math.ceil(prepared / max(per_run, 1))} runs; each `campaign run --due` continues"
+        )
+
+
+def _span(seconds: float) -> str:
+    whole = int(seconds)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+def parse_duration(text: str) -> float:
+    """``5h30m``, ``90m``, ``45s``, ``1h`` or plain seconds, as seconds."""
+    import re
+
+    found = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or found is None or not any(found.groups()):
+        raise UsageError(f"{text!r}: a duration is written like 5h30m, 90m, 45s or 3600")
+    h, m, s = found.groups()
+    seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
+    if seconds <= 0:
+        raise UsageError(f"{text!r}: a duration must be longer than nothing")
+    return seconds
+
+
+def _run_due(
+    loaded: list[Campaign], options: RunOptions
+) -> tuple[list[Campaign], list[str], float | None]:
+    """The campaigns with something due now; a line for each of the others, and when the
+    first of them is due next."""
+    standings = asyncio.run(_standings(loaded, options.state, options.sandbox))
+    due = [c for c, s in zip(loaded, standings, strict=True) if s.runs_now]
+    lines = [f"{s.campaign}: {s.why}" for s in standings if not s.runs_now]
+    upcoming = [s.next_due for s in standings if not s.runs_now and s.next_due is not None]
+    return due, lines, min(upcoming) if upcoming else None
+
+
+async def _standings(
+    loaded: list[Campaign], given: str | None, sandbox: bool
+) -> list[lifecycle.Standing]:
+    found = []
+    for c in loaded:
+        location = state.locate(given, c.path, c.name, sandbox)
+        store = await open_store(location, Masker(location.passwords), readonly=True)
+        try:
+            found.append(await lifecycle.standing(store, c))
+        finally:
+            await store.close()
+    return found
+
+
+async def _refuse_history_elsewhere(loaded: list[Campaign], given: str | None) -> None:
+    """A campaign whose chosen state knows nothing of it, while another state this
+    repository uses holds its history, would send its people again: refuse."""
+    for c in loaded:
+        chosen = state.locate(given, c.path, c.name, False)
+        if await _history(chosen, c.name) is not None:
+            continue
+        for other in state.alternatives(given, c.path, c.name):
+            found = await _history(other, c.name)
+            if found:
+                raise HistoryElsewhere(
+                    f"{c.path}: the state {chosen} has no history of campaign {c.name}, but "
+                    f"{other} has: {found} recipients sent there. Running here would send "
+                    f"them again; nothing was sent. Move the history first: campaign state "
+                    f"copy {other} {chosen} (or start again on purpose with --fresh-state)"
+                )
+
+
+async def _history(location: state.Location, campaign: str) -> int | None:
+    """How many the state at ``location`` sent of ``campaign``; None when it has no
+    history (or cannot be read: there is nothing to protect then)."""
+    if location.path is not None and not location.path.is_file():
+        return None
+    try:
+        store = await open_store(location, Masker(location.passwords), readonly=True)
+    except CampaignError:
+        return None
+    try:
+        counts = await store.counts(campaign)
+        if not counts and not await store.runs(campaign, 1):
+            return None
+        return counts.get(Status.SENT, 0)
+    except StateError:
+        return None
+    finally:
+        await store.close()
+
+
+def watch(
+    targets: list[str], options: RunOptions, on_pass: Callable[[RunResult], None]
+) -> RunResult:
+    """A worker: run what is due, sleep until the next thing is due (at most ``every``),
+    re-read the targets, until SIGTERM or SIGINT (which drain the run under way)."""
+    once = dataclasses.replace(options, watch=False, due=True, wait=False)
+    masker = Masker(secrets.resolved_values())
+    while True:
+        try:
+            result = run(targets, once)
+        except CampaignError as exc:  # a broken file must not stop the worker
+            say(masker(str(exc)))
+            result = RunResult([], exc.exit_code, options.sandbox)
+        on_pass(result)
+        if result.exit_code == 130:
+            return result
+        pause = options.every
+        if result.next_due is not None:
+            pause = min(pause, max(1.0, result.next_due - time.time()))
+        if not options.quiet:
+            at = datetime.fromtimestamp(time.time() + pause, UTC).strftime("%H:%M:%S UTC")
+            say(f"watch: next look at {at}; SIGTERM or Ctrl-C stops the worker")
+        schedule.sleep(pause)
 
 
 def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
@@ -130,9 +281,7 @@ def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
     opens = min(found)
     closes = [c.schedule.not_after for c in loaded if c.schedule.not_after is not None]
     if closes and opens >= min(closes):
-        _say(
-            f"the send window closes before {opens.isoformat()}: deferred recipients stay deferred"
-        )
+        say(f"the send window closes before {opens.isoformat()}: deferred recipients stay deferred")
         return None
     return opens
 
@@ -140,7 +289,7 @@ def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
 def _wait_until(opens: datetime, result: RunResult) -> None:
     """Sleep until ``opens``, saying so (Ctrl-C ends the wait with exit 130)."""
     deferred = sum(r.summary["counts"]["deferred"] for r in result.results)
-    _say(
+    say(
         f"waiting until {opens.isoformat()} for {deferred} deferred recipient(s) "
         "(their quiet hours); Ctrl-C stops waiting"
     )
@@ -180,280 +329,6 @@ def _report_dir(given: Path | None, campaign: Campaign, count: int) -> Path | No
     return given if count == 1 else given / campaign.name
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-async def _run(
-    loaded: list[Campaign], endpoints: list[Endpoint] | None, options: RunOptions
-) -> RunResult:
-    mock: MockServer | None = None
-    if endpoints is None:
-        mock = MockServer(
-            MockOptions(rate=max(c.bot.rate_limit for c in loaded), keep_params=False)
-        )
-        base = await mock.start()
-        if not options.quiet:
-            _say(f"SANDBOX: sending to a local mock server at {base}; nothing is sent for real.")
-        endpoints = [
-            pipeline.endpoint(
-                c,
-                strict=False,
-                token=SANDBOX_TOKEN,
-                base_url=api_base(base, c.bot.api),
-            )
-            for c in loaded
-        ]
-    try:
-        return await _broadcast(loaded, endpoints, options)
-    finally:
-        if mock is not None:
-            await mock.stop()
-
-
-async def _broadcast(
-    loaded: list[Campaign], endpoints: list[Endpoint], options: RunOptions
-) -> RunResult:
-    rid = run_id()
-    test = bool(options.to)
-    locations = [state.locate(options.state, c.path, c.name, options.sandbox, test) for c in loaded]
-    chosen = (
-        [pipeline.select(c, e, options.to) for c, e in zip(loaded, endpoints, strict=True)]
-        if test
-        else None
-    )
-    secrets = [e.token for e in endpoints] + [p for p in (loc.password for loc in locations) if p]
-    masker = Masker(secrets)
-    bots = [(e.base_url, e.bot_id) for e in endpoints]
-    pacers = pacing.shared([(bot, c.bot.rate_limit) for c, bot in zip(loaded, bots, strict=True)])
-    states = _States()
-    try:
-        jobs = []
-        for c, target, pacer, location in zip(loaded, endpoints, pacers, locations, strict=True):
-            run_state = await states.open(location, c.name, rid, masker)
-            _say(f"{c.name}: state {location}")
-            if chosen is not None:
-                stream: Iterator[pipeline.Item] = iter(chosen[0])
-            else:
-                items = pipeline.prepare(c, target)
-                first = next(items, None)  # an unreadable audience fails here, before sending
-                stream = items if first is None else itertools.chain([first], items)
-            kind = "sandbox" if options.sandbox else "test" if test else "run"
-            folder = _report_dir(options.report, c, len(loaded)) or default_folder(
-                repository.root(c.path), c.name, kind
-            )
-            jobs.append(
-                Job(
-                    campaign=c,
-                    items=stream,
-                    report=ReportWriter(folder),
-                    state=run_state,
-                    pacer=pacer,
-                    masker=masker,
-                    retry_failed=options.retry_failed,
-                    resend_uncertain=options.resend_uncertain,
-                    limit=options.limit,
-                    ignore_history=test,
-                    deadline=c.schedule.not_after.timestamp() if c.schedule.not_after else None,
-                )
-            )
-        await states.lease_bots(list(zip(locations, bots, strict=True)), _say)
-        engine = Engine(jobs)
-        started = time.monotonic()
-        await _drive(engine, options.quiet)
-        # What a stopped run left, read while the states are still open.
-        rests = [
-            _rest(run)
-            if run.interrupted or run.aborted or run.limited or run.window_closed
-            else None
-            for run in engine.runs
-        ]
-    finally:
-        await states.close()
-    results = [
-        await _finish(run, location, rid, time.monotonic() - started, options.sandbox, rest, test)
-        for run, location, rest in zip(engine.runs, locations, rests, strict=True)
-    ]
-    return RunResult(results, _overall([r.summary["exit_code"] for r in results]), options.sandbox)
-
-
-class _States:
-    """The run states of one run, opened and closed together; one connection per database."""
-
-    def __init__(self) -> None:
-        self.opened: list[RunState] = []
-        self._sessions: dict[str, Any] = {}
-
-    async def open(self, location: Location, name: str, rid: str, masker: Masker) -> RunState:
-        opened: RunState
-        if location.url is None:
-            from runner.state.sqlite import SqliteRunState
-
-            assert location.path is not None
-            opened = SqliteRunState(location.path, name, rid)
-        else:
-            from runner.state import postgres
-
-            session = self._sessions.get(location.url)
-            if session is None:
-                session = await postgres.Session.connect(location, masker)
-                self._sessions[location.url] = session
-            opened = await session.open_run(name, rid)
-        self.opened.append(opened)
-        return opened
-
-    async def lease_bots(
-        self, bots: list[tuple[Location, tuple[str, str]]], say: Callable[[str], None]
-    ) -> None:
-        """Processes sharing a PostgreSQL state take turns with a bot (see postgres.py)."""
-        for location, bot in dict.fromkeys(bots):
-            session = self._sessions.get(location.url or "")
-            if session is not None:
-                await session.lease_bot(bot, say)
-
-    async def close(self) -> None:
-        for opened in self.opened:
-            await opened.close()
-        for session in self._sessions.values():
-            await session.close()
-
-
-async def _drive(engine: Engine, quiet: bool) -> None:
-    """Run the engine with progress and signal handling (a second signal stops at once)."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.ensure_future(engine.run())
-    signals = 0
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            _say(
-                "\nstopping: no new requests; finishing those in flight "
-                "(press Ctrl-C again to stop at once)"
-            )
-            engine.interrupt()
-        else:
-            main.cancel()
-
-    # Signals reach only the main thread; embedded in another thread, the caller stops us.
-    handle_signals = threading.current_thread() is threading.main_thread()
-    if handle_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-    progress = asyncio.ensure_future(
-        Progress(engine.runs, quiet=quiet).run() if not quiet else asyncio.sleep(0)
-    )
-    try:
-        await main
-    except asyncio.CancelledError:
-        if signals < 2:
-            raise
-    finally:
-        progress.cancel()
-        await asyncio.gather(progress, return_exceptions=True)
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-
-async def _finish(
-    run: JobRun,
-    location: Location,
-    rid: str,
-    duration: float,
-    sandbox: bool,
-    rest: tuple[int, int] | None,
-    test: bool = False,
-) -> CampaignResult:
-    job = run.job
-    c = job.campaign
-    remaining = None
-    if rest is not None:
-        rows, remaining = rest
-        job.report.not_reached(rows)
-    counts = job.report.tally.counts
-    if run.interrupted:
-        code = 130
-    elif run.aborted:
-        code = 3
-    elif (
-        counts.get(Status.FAILED)
-        or counts.get(Status.UNCERTAIN)
-        or counts.get(Status.UNSENT)
-        or run.window_closed
-    ):
-        code = 1
-    else:
-        code = 0
-    note = SANDBOX_NOTE if sandbox else None
-    if test:
-        members = sum(job.report.tally.counts.values())
-        note = (
-            f"TEST send to {members} audience member(s); recorded apart: nobody was marked "
-            "delivered in the broadcast's state."
-        )
-    if run.aborted:
-        note = f"Aborted: {run.aborted}"
-    elif run.interrupted:
-        note = "Interrupted: rows not reached were not sent; run again to continue."
-    elif run.window_closed:
-        note = f"The send window closed at {c.schedule.not_after}; rows not reached were not sent."
-    elif run.limited:
-        note = f"Limited to {job.limit} new recipients; {remaining} remain: run again to continue."
-    summary = job.report.finish(
-        {
-            "campaign": c.name,
-            "api": c.bot.api,
-            **htmlreport.identity(c),
-            "mode": "sandbox" if sandbox else "test" if test else "run",
-            "sandbox": sandbox,
-            "run_id": rid,
-            "state": str(location),
-            "duration_s": round(duration, 3),
-            "rate_limit": c.bot.rate_limit,
-            # The lowest rate the pacer went down to after 429s (None: it never had to).
-            "rate_lowest": round(job.pacer.lowest, 1)
-            if job.pacer.lowest < job.pacer.limit
-            else None,
-            "aborted": run.aborted,
-            "interrupted": run.interrupted,
-            "limit": job.limit,
-            "remaining": remaining,
-            "exit_code": code,
-            "note": note,
-        },
-        title=f"{'Sandbox run' if sandbox else 'TEST send' if test else 'Run'}: {c.name}",
-    )
-    try:
-        report = await state.read_status(location, c.name, limit=_LISTED)
-    except CampaignError:  # the state went away: the report says what this run knows
-        return CampaignResult(c, summary)
-    counts = report["counts"]
-    missing = sum(counts[s] for s in NOT_DELIVERED_IN_STATE)
-    return CampaignResult(c, summary, report["not_delivered"], missing)
-
-
-def _rest(run: JobRun) -> tuple[int, int]:
-    """(rows a stopped run never reached, recipients among them a run would still send)."""
-    job = run.job
-    rows = remaining = 0
-    for item in run.rest():
-        rows += 1
-        if isinstance(item, pipeline.Prepared) and (
-            job.ignore_history
-            or pipeline.earlier(
-                item,
-                job.state.prior(item.recipient),
-                retry_failed=job.retry_failed,
-                resend_uncertain=job.resend_uncertain,
-            )
-            is None
-        ):
-            remaining += 1
-    return rows, remaining
-
-
 def _overall(codes: list[int]) -> int:
     for code in (130, 3, 1):
         if code in codes:
@@ -469,10 +344,11 @@ def text(result: RunResult) -> str:
         s = r.summary
         n = s["counts"]
         rate = f", {s['requests_per_s']} requests/s" if s.get("requests_per_s") else ""
+        deferred = f", {n['deferred']} deferred" if n["deferred"] else ""
         lines.append(
             f"{r.campaign.name}: {n['sent']} sent, {n['failed']} failed, {n['unsent']} unsent, "
-            f"{n['uncertain']} uncertain, {n['invalid']} invalid, {n['skipped']} skipped "
-            f"in {s['duration_s']} s{rate}"
+            f"{n['uncertain']} uncertain, {n['invalid']} invalid, {n['skipped']} skipped"
+            f"{deferred} in {s['duration_s']} s{rate}"
         )
         if s["skipped_by_reason"]:
             reasons = ", ".join(f"{v} {terminal(k)}" for k, v in s["skipped_by_reason"].items())
@@ -491,8 +367,25 @@ def text(result: RunResult) -> str:
                 f"  limited to {s['limit']} new recipients: {s['remaining']} remain; "
                 "run again to continue"
             )
+        elif s.get("budget_spent"):
+            lines.append(
+                f"  the time budget ran out: {s['remaining']} remain; the next "
+                f"`campaign run --due {r.campaign.path}` continues"
+            )
         elif s.get("not_reached"):
             lines.append(f"  {s['not_reached']} rows not reached: run again to continue")
+        if n["deferred"] and s.get("deferred_until"):
+            lines.append(
+                f"  {n['deferred']} deferred (their quiet hours): the first open at "
+                f"{s['deferred_until']}; `campaign run --due {r.campaign.path}` sends them then "
+                "(a sweep or a --watch worker does it for you)"
+            )
+        if n["uncertain"]:
+            lines.append(
+                f"  {n['uncertain']} uncertain: the API may have acted. `campaign run "
+                f"{r.campaign.path} --resend-uncertain` sends them again, and those it did reach "
+                "get the message twice"
+            )
         if s.get("aborted"):
             lines.append(f"  ABORTED: {terminal(s['aborted'])}")
         if n["unsent"] and not s.get("aborted"):

@@ -1,45 +1,152 @@
-"""`campaign status`: what the state says of a campaign, and who did not get the message."""
+"""`campaign status`: where each campaign stands, and for one campaign the detail.
+
+Over many campaigns it reads each one's state (and its audience's digest, to tell whether rows
+were added), never the audience's rows, so that a folder of large campaigns answers fast. For
+one campaign it also renders the audience, to count who no run attempted yet and who is
+deferred, by zone and opening.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import inert, pipeline, state
-from runner.errors import CampaignError
+from runner import inert, lifecycle, pipeline, schedule, state
+from runner.errors import CampaignError, InvalidCampaign
 from runner.model import Campaign
-from runner.secrets import MASK
+from runner.secrets import MASK, Masker
+from runner.state.core import open_store, read_priors, status_report
+from runner.status import Status
+
+HISTORY = 20  # runs shown in the detail
+
+
+@dataclass
+class Detail:
+    report: dict[str, Any]
+    runs: list[dict[str, Any]]
+    not_attempted: int | None
+    deferred_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StatusResult:
+    standings: list[lifecycle.Standing]
+    problems: list[str]
+    detail: Detail | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.problems else 0
+
+    def as_json(self) -> Any:
+        found = [s.as_dict() for s in self.standings]
+        if self.detail is not None and len(found) == 1:
+            d = self.detail
+            return {
+                **found[0],
+                "not_delivered": d.report["not_delivered"],
+                "not_attempted": d.not_attempted,
+                "deferred_by_reason": d.deferred_by_reason,
+                "runs": d.runs,
+            }
+        return {"campaigns": found, "problems": self.problems}
 
 
 def status(
-    path: Path, state_given: str | None, sandbox: bool = False, *, outside_repo: bool = False
-) -> dict[str, Any]:
-    campaign = campaigns.load(path, outside_repo=outside_repo)
-    location = state.locate(state_given, campaign.path, campaign.name, sandbox)
-    report = state.status_report(location, campaign.name)
-    report["not_attempted"] = _not_attempted(campaign, location)
-    return report
+    targets: list[str],
+    state_given: str | None,
+    sandbox: bool = False,
+    *,
+    outside_repo: bool = False,
+) -> StatusResult:
+    loaded: list[Campaign] = []
+    problems: list[str] = []
+    for path in campaigns.expand(targets):
+        try:
+            loaded.append(campaigns.load(path, outside_repo=outside_repo))
+        except InvalidCampaign as exc:
+            problems += [str(p) for p in exc.problems]
+    result = asyncio.run(_read(loaded, state_given, sandbox, problems))
+    if result.detail is not None:
+        c = loaded[0]
+        location = state.locate(state_given, c.path, c.name, sandbox)
+        result.detail.not_attempted, result.detail.deferred_by_reason = _audience(c, location)
+    return result
 
 
-def _not_attempted(campaign: Campaign, location: state.Location) -> int | None:
-    """Recipients of the audience that no run has attempted yet; None when the audience
-    cannot be read."""
+async def _read(
+    loaded: list[Campaign], given: str | None, sandbox: bool, problems: list[str]
+) -> StatusResult:
+    standings = []
+    detail = None
+    now = schedule.now().timestamp()
+    for c in loaded:
+        location = state.locate(given, c.path, c.name, sandbox)
+        store = await open_store(location, Masker(location.passwords), readonly=True)
+        try:
+            standings.append(await lifecycle.standing(store, c, now))
+            if len(loaded) == 1 and not problems:
+                runs = await store.runs(c.name, HISTORY)
+                detail = Detail(
+                    await status_report(store, c.name),
+                    [lifecycle.run_dict(r) for r in runs],
+                    None,
+                )
+        finally:
+            await store.close()
+    return StatusResult(standings, problems, detail)
+
+
+def _audience(campaign: Campaign, location: state.Location) -> tuple[int | None, dict[str, int]]:
+    """Recipients of the audience no run attempted yet, and the deferred by reason (zone and
+    opening); None when the audience cannot be read."""
     target = pipeline.endpoint(campaign, strict=False, token=MASK)
-    reader = state.open_reader(location, campaign.name)
+    deferred: Counter[str] = Counter()
+    reader = read_priors(location, campaign.name)
     try:
-        return sum(
-            1
-            for item in pipeline.prepare(campaign, target)
-            if isinstance(item, pipeline.Prepared) and reader.prior(item.recipient) is None
-        )
+        fresh = 0
+        for item in pipeline.prepare(campaign, target):
+            if isinstance(item, pipeline.Prepared):
+                fresh += reader.prior(item.recipient) is None
+            elif item.status is Status.DEFERRED:
+                deferred[item.reason] += 1
+        return fresh, dict(deferred.most_common())
     except (CampaignError, OSError):
-        return None
+        return None, {}
     finally:
         reader.close()
 
 
-def text(report: dict[str, Any]) -> str:
+def text(result: StatusResult) -> str:
+    lines = [*result.problems]
+    if result.detail is not None and len(result.standings) == 1:
+        return "\n".join(lines + _detail(result.standings[0], result.detail))
+    width = max((len(s.campaign) for s in result.standings), default=0)
+    for s in result.standings:
+        lines.append(f"{s.campaign:<{width}}  {s.state:<9} {_line(s)}")
+        lines += [f"{'':<{width}}  ! {inert.terminal(note)}" for note in s.attention]
+    return "\n".join(lines)
+
+
+def _line(s: lifecycle.Standing) -> str:
+    counts = s.counts
+    tally = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("sent", "failed", "unsent", "uncertain"))
+    last = s.last_run
+    ran = (
+        f"; last run {lifecycle.when(last.started)} by {inert.terminal(last.actor)}, exit "
+        f"{last.exit_code if last.exit_code is not None else 'none (did not finish)'}"
+        if last
+        else ""
+    )
+    return f"{inert.terminal(s.why)} ({tally}{ran})"
+
+
+def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
+    report = detail.report
     counts = report["counts"]
     lines = [f"{report['campaign']} ({report['state']})"]
     lines += [f"  {name:<10} {counts[name]}" for name in ("sent", "failed", "unsent", "uncertain")]
@@ -48,19 +155,36 @@ def text(report: dict[str, Any]) -> str:
             f"  {'sending':<10} {counts['sending']} (a run is going, or died: "
             "the next run reports them as uncertain)"
         )
-    if report.get("not_attempted") is not None:
-        lines.append(f"  {'not yet':<10} {report['not_attempted']} audience rows not attempted")
+    if detail.not_attempted is not None:
+        lines.append(f"  {'not yet':<10} {detail.not_attempted} audience rows not attempted")
+    lines.append(f"  {'standing':<10} {_line(standing)}")
+    if standing.next_due is not None:
+        lines.append(f"  {'next due':<10} {lifecycle.when(standing.next_due)}")
+    lines += [f"  ! {inert.terminal(note)}" for note in standing.attention]
+    if detail.deferred_by_reason:
+        lines.append("  deferred now, by zone and opening:")
+        lines += [
+            f"    {n} {inert.terminal(reason)}" for reason, n in detail.deferred_by_reason.items()
+        ]
+    if detail.runs:
+        lines += ["", "Runs (newest first):"]
+        for r in detail.runs:
+            lines.append(
+                f"  {r['run_id']}  {r['started']} -> {r['finished'] or 'did not finish'}  "
+                f"{r['host']} {inert.terminal(r['actor'])}  {r['mode']}  exit {r['exit_code']}  "
+                + ", ".join(f"{v} {k}" for k, v in r["counts"].items())
+            )
     missing = report["not_delivered"]
     if missing:
         lines += ["", "Not delivered:"]
         for e in missing:
-            detail = inert.terminal(e["result"] or e["error"] or "")  # the API's words first
+            shown = inert.terminal(e["result"] or e["error"] or "")  # the API's words first
             http = f" HTTP {e['http_status']}" if e["http_status"] else ""
             who = inert.terminal(str(e["recipient"]))
-            lines.append(f"  {e['status']:<9} row {e['row']:<7} {who}{http} {detail}")
+            lines.append(f"  {e['status']:<9} row {e['row']:<7} {who}{http} {shown}")
         lines += [
             "",
             "unsent ones are sent by a plain rerun; resend the others with: "
             "campaign run FILE --retry-failed / --resend-uncertain",
         ]
-    return "\n".join(lines)
+    return lines

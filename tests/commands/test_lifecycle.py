@@ -1,0 +1,368 @@
+"""A campaign over many runs: standings, due sweeps, budgets, the emergency stop, history kept.
+
+Driven through the command line as a scheduler or a person would, against the mock server,
+with real processes where a second process must act while the first sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from runner.state.filelock import CampaignLock
+from tests.helpers import ThreadedMock, customers_csv, delivered, wait_for_arrivals
+
+CAMPAIGN = """\
+version: 1
+name: {name}
+bot:
+  api: v1
+  id: "{bot}"
+  token: ${{TEST_TOKEN}}
+  base_url: {base_url}
+  rate_limit: {rate}
+audience:
+  file: {audience}
+message:
+  user_id: "{{{{ customer.id }}}}"
+  block_name: Sale
+delivery:
+  concurrency: 5
+  retries: 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _repository(tmp_path: Path) -> None:
+    """Campaigns live in a git repository: its root holds .campaign-state/ and reports/."""
+    (tmp_path / ".git").mkdir()
+
+
+def campaign(
+    folder: Path,
+    name: str,
+    base_url: str,
+    rows: int = 5,
+    *,
+    rate: int = 1000,
+    bot: str = "bot1",
+    schedule: str = "",
+    start: int = 1,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.csv").write_text(customers_csv(rows, start))
+    path = folder / f"{name}.yaml"
+    text = CAMPAIGN.format(name=name, bot=bot, base_url=base_url, rate=rate, audience=f"{name}.csv")
+    path.write_text(text + schedule)
+    return path
+
+
+def iso(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).isoformat(timespec="seconds")
+
+
+def quiet_now() -> str:
+    """Quiet hours in UTC that hold now and end in about two hours."""
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=2)
+    return (
+        "schedule:\n  timezone: UTC\n"
+        f'  quiet_hours: {{start: "{start:%H:00}", end: "{end:%H:00}"}}\n'
+    )
+
+
+def standings(invoke: Callable[..., Result], *args: str | Path) -> dict[str, str]:
+    result = invoke("status", *args, "--output", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    return {c["campaign"]: c["standing"] for c in data.get("campaigns", [data])}
+
+
+def test_status_tells_where_every_campaign_stands(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    folder = tmp_path / "campaigns"
+    for name in ("fresh", "done", "canary", "paused", "cancelled", "held"):
+        campaign(folder, name, server.url)
+    campaign(
+        folder,
+        "later",
+        server.url,
+        schedule=f"schedule:\n  not_before: {iso(timedelta(hours=3))}\n",
+    )
+    campaign(
+        folder, "over", server.url, schedule=f"schedule:\n  not_after: {iso(-timedelta(hours=1))}\n"
+    )
+    campaign(folder, "night", server.url, schedule=quiet_now())
+    for name in ("done", "paused", "cancelled", "held"):
+        assert invoke("run", folder / f"{name}.yaml", "--quiet").exit_code == 0
+    assert invoke("run", folder / "canary.yaml", "--limit", "2", "--quiet").exit_code == 0
+    night = invoke("run", folder / "night.yaml", "--quiet")
+    assert night.exit_code == 0, night.output
+    assert ", 5 deferred in " in night.stdout  # counted in the closing line
+    assert "5 deferred (their quiet hours): the first open at " in night.stdout
+    assert invoke("pause", folder / "paused.yaml", "--reason", "wrong coupon").exit_code == 0
+    cancelled = invoke("cancel", folder / "cancelled.yaml", "--reason", "replaced by v2")
+    assert cancelled.exit_code == 0, cancelled.output
+    holder = CampaignLock(tmp_path / ".campaign-state" / "held.sqlite3", "held")
+    holder.acquire()  # as a run going on holds it
+    try:
+        found = standings(invoke, folder)
+    finally:
+        holder.release()
+    assert found == {
+        "canary": "due",
+        "cancelled": "cancelled",
+        "done": "done",
+        "fresh": "new",
+        "held": "running",
+        "later": "scheduled",
+        "night": "waiting",
+        "over": "closed",
+        "paused": "paused",
+    }
+    lines = invoke("status", folder).stdout.splitlines()
+    paused = next(line for line in lines if line.startswith("paused "))
+    assert "campaign paused was paused by " in paused
+    assert ": wrong coupon; `campaign resume` makes it due again" in paused
+    canary = next(line for line in lines if line.startswith("canary "))
+    assert "due: 3 left by the last run" in canary
+
+
+def test_run_due_runs_only_what_is_due_and_says_where_the_rest_stand(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    folder = tmp_path / "campaigns"
+    campaign(folder, "fresh", server.url, start=1)
+    campaign(folder, "done", server.url, start=100)
+    campaign(
+        folder,
+        "later",
+        server.url,
+        start=200,
+        schedule=f"schedule:\n  not_before: {iso(timedelta(hours=3))}\n",
+    )
+    campaign(folder, "stopped", server.url, start=300)
+    assert invoke("run", folder / "done.yaml", "--quiet").exit_code == 0
+    assert invoke("pause", "stopped", "--reason", "legal review").exit_code == 0
+    before = len(server.arrivals)
+    swept = invoke("run", "--due", folder, "--quiet")
+    assert swept.exit_code == 0, swept.output
+    sent = {a.recipient for a in server.arrivals[before:]}
+    assert sent == {str(i) for i in range(1, 6)}  # only the new one
+    assert "done: done: every row settled" in swept.stderr
+    assert "later: scheduled: opens at " in swept.stderr
+    assert "stopped: campaign stopped was paused by " in swept.stderr
+    nothing = invoke("run", "--due", folder, "--quiet")
+    assert nothing.exit_code == 0, nothing.output
+    assert "fresh: done: every row settled" in nothing.stderr
+    # Resumed, it is due again and a sweep sends it.
+    assert invoke("resume", "stopped").exit_code == 0
+    assert invoke("run", "--due", folder, "--quiet").exit_code == 0
+    assert max(delivered(server).values()) == 1
+    assert set(delivered(server)) >= {str(i) for i in range(300, 305)}
+
+
+def test_a_budget_stops_a_run_and_the_next_due_run_finishes_it(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "big", server.url, rows=60, rate=20)
+    first = invoke("run", path, "--max-duration", "1s", "--report", "r1")
+    assert first.exit_code == 0, first.output
+    assert "do not fit in --max-duration 1s (about 19 a run): about 4 runs" in first.stderr
+    assert "  the time budget ran out: " in first.stdout
+    summary = json.loads((Path("r1") / "summary.json").read_text())
+    assert summary["budget_spent"] is True
+    assert 0 < summary["remaining"] < 60
+    assert summary["counts"]["sent"] + summary["remaining"] == 60
+    assert standings(invoke, path) == {"big": "due"}
+    rest = invoke("run", "--due", path, "--quiet")
+    assert rest.exit_code == 0, rest.output
+    counts = delivered(server)
+    assert len(counts) == 60
+    assert max(counts.values()) == 1
+    assert standings(invoke, path) == {"big": "done"}
+
+
+def test_a_pause_from_another_process_stops_a_sending_run_within_two_seconds(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "sale", server.url, rows=200, rate=20)
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--report", "r1", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        wait_for_arrivals(server, 10)
+        paused = invoke("pause", path, "--reason", "wrong coupon")
+        assert paused.exit_code == 0, paused.output
+        at = len(server.arrivals)
+        out, err = sender.communicate(timeout=15)
+    finally:
+        sender.kill()
+    assert sender.returncode == 3, err
+    assert len(server.arrivals) - at <= 2 * 20 + 5  # at most two seconds at 20/s, plus in flight
+    assert "was paused by " in out
+    assert ": wrong coupon;" in out
+    summary = json.loads((Path("r1") / "summary.json").read_text())
+    assert summary["paused"].startswith("campaign sale was paused by ")
+    refused = invoke("run", path, "--quiet")
+    assert refused.exit_code == 2
+    assert (
+        ": wrong coupon; `campaign resume` makes it due again. Nothing was sent" in refused.stderr
+    )
+    assert invoke("resume", path).exit_code == 0
+    assert invoke("run", path, "--quiet").exit_code == 0
+    counts = delivered(server)
+    assert len(counts) == 200
+    assert max(counts.values()) == 1
+
+
+def test_cancel_is_final(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "gone", server.url)
+    assert invoke("cancel", path, "--reason", "replaced by gone-v2").exit_code == 0
+    refused = invoke("run", path, "--quiet")
+    assert refused.exit_code == 2
+    assert "campaign gone was cancelled by " in refused.stderr
+    assert "a cancelled campaign never sends again under this name" in refused.stderr
+    resumed = invoke("resume", path)
+    assert resumed.exit_code == 2
+    assert "Nothing was changed" in resumed.stderr
+    assert server.arrivals == []
+
+
+def test_a_pause_needs_a_reason_and_works_on_a_broken_file(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("version: 1\nname: broken\nbot: {api: v9}\n")
+    blank = invoke("pause", path, "--reason", "  ")
+    assert blank.exit_code == 2
+    assert "--reason is required" in blank.stderr
+    paused = invoke("pause", path, "--reason", "stop it")
+    assert paused.exit_code == 0, paused.output
+    assert paused.stdout.startswith("broken: paused by ")
+
+
+def test_history_in_another_state_is_never_ignored(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "moved", server.url, rows=20)
+    assert invoke("run", path, "--quiet").exit_code == 0  # the default local file
+    refused = invoke("run", path, "--state", postgres_url, "--quiet")
+    assert refused.exit_code == 2
+    local = tmp_path / ".campaign-state" / "moved.sqlite3"
+    assert (
+        f"has no history of campaign moved, but {local} has: 20 recipients sent there"
+        in refused.stderr
+    )
+    assert f"campaign state copy {local} {postgres_url}" in refused.stderr
+    assert len(server.arrivals) == 20
+    # The reverse: the history in the database named by CAMPAIGN_STATE, a run on a file.
+    other = campaign(tmp_path, "shared", server.url, rows=5, start=100)
+    monkeypatch.setenv("CAMPAIGN_STATE", postgres_url)
+    assert invoke("run", other, "--quiet").exit_code == 0
+    again = invoke("run", other, "--state", tmp_path / "elsewhere.sqlite3", "--quiet")
+    assert again.exit_code == 2
+    assert "but postgresql://" in again.stderr
+    assert "5 recipients sent there" in again.stderr
+    fresh = invoke(
+        "run", other, "--state", tmp_path / "elsewhere.sqlite3", "--fresh-state", "--quiet"
+    )
+    assert fresh.exit_code == 0, fresh.output
+
+
+def test_a_folder_of_states_is_copied_campaign_by_campaign(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    server = mock()
+    for name, start in (("a", 1), ("b", 100)):
+        assert (
+            invoke("run", campaign(tmp_path, name, server.url, start=start), "--quiet").exit_code
+            == 0
+        )
+    assert invoke("run", tmp_path / "a.yaml", "--sandbox", "--quiet").exit_code == 0
+    copied = invoke("state", "copy", tmp_path / ".campaign-state", postgres_url)
+    assert copied.exit_code == 0, copied.output
+    assert copied.stdout.splitlines()[:2] == ["a: 5 recipients copied", "b: 5 recipients copied"]
+    found = standings(invoke, tmp_path / "a.yaml", tmp_path / "b.yaml", "--state", postgres_url)
+    assert found == {"a": "done", "b": "done"}
+
+
+def test_two_watch_workers_share_campaigns_bots_and_a_drain(
+    mock: Callable[..., ThreadedMock], tmp_path: Path, postgres_url: str
+) -> None:
+    server = mock(rate=25)
+    folder = tmp_path / "campaigns"
+    for i, bot in enumerate(("bot1", "bot1", "bot2", "bot2")):
+        campaign(folder, f"c{i}", server.url, rows=30, rate=25, bot=bot, start=i * 100)
+    env = {**os.environ, "CAMPAIGN_STATE": postgres_url}
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "run",
+                "--watch",
+                "--every",
+                "1s",
+                str(folder),
+                "--quiet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(delivered(server)) < 120:
+            assert time.monotonic() < deadline, "the workers never finished"
+            time.sleep(0.1)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [worker.communicate(timeout=20) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+    assert [worker.returncode for worker in workers] == [130, 130], outputs
+    counts = delivered(server)
+    assert len(counts) == 120
+    assert max(counts.values()) == 1
+    from runner.pacing import busiest_window
+
+    for bot in ("bot1", "bot2"):
+        times = [a.t for a in server.arrivals if a.bot == bot]
+        assert busiest_window(times) <= 25, bot
