@@ -1,0 +1,55 @@
+"""Where a state is, as people spell it: passwords masked, odd names found, one state one name."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from runner.errors import UsageError
+from runner.state import Location, location, mask_url, same
+from runner.state.copy import copy
+from runner.status import Status
+from tests.helpers import open_run
+
+
+def test_every_password_of_a_state_url_is_masked() -> None:
+    url = "postgresql://u:UserPw_S3cr3t@db:5432/x?sslmode=require&password=QueryPw_S3cr3t"
+    shown = mask_url(url)
+    assert shown == "postgresql://u:***@db:5432/x?sslmode=require&password=***"
+    assert Location(url=url).passwords == ["UserPw_S3cr3t", "QueryPw_S3cr3t"]
+
+
+def test_a_password_a_parser_would_cut_is_refused_without_showing_it() -> None:
+    with pytest.raises(UsageError) as caught:
+        location("postgresql://u:ab#cd/ef@db/x")
+    assert "ab#cd" not in str(caught.value)
+    assert "cd/ef" not in str(caught.value)
+    assert str(caught.value).startswith("postgresql://u:***@db/x: the user or password")
+
+
+def test_one_state_however_it_is_spelled(tmp_path: Path) -> None:
+    assert same(
+        Location(url="postgresql://u@127.0.0.1/x"), Location(url="postgresql://u@localhost:5432/x")
+    )
+    assert same(Location(path=tmp_path / "a" / ".." / "s.db"), Location(path=tmp_path / "s.db"))
+    assert not same(Location(url="postgresql://u@db/x"), Location(url="postgresql://u@db/y"))
+
+
+def test_a_state_with_brackets_in_its_name_is_copied_with_its_journal(tmp_path: Path) -> None:
+    source = Location(path=tmp_path / "state[prod].sqlite3")
+
+    async def crash() -> None:
+        run = await open_run(source, "c", "r1")
+        await run.claim("u1", 1)
+        run.record("u1", Status.SENT, 1, 200, None, None)
+        await run.claim("u2", 2)
+        await asyncio.sleep(0)
+        run.abandon()  # killed: the journal holds it all
+
+    asyncio.run(crash())
+    target = Location(path=tmp_path / "copy.sqlite3")
+    assert asyncio.run(copy(source, target)) == {"c": 2}
+    with pytest.raises(Exception, match="same state"):
+        asyncio.run(copy(target, Location(path=tmp_path / "x" / ".." / "copy.sqlite3")))
