@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 
 from runner import pacing
 from runner.errors import LockHeld, StateError, StateLost
@@ -41,6 +40,7 @@ from runner.state.store import (
     Recipient,
     RunRecord,
     run_record,
+    run_values,
 )
 from runner.status import NOT_DELIVERED_IN_STATE, Status
 
@@ -303,19 +303,7 @@ class PostgresStore:
         await self._put_run(campaign, run)
 
     async def _put_run(self, campaign: str, run: RunRecord) -> None:
-        await self.execute(
-            _PUT_RUN,
-            campaign,
-            run.run_id,
-            run.started,
-            run.finished,
-            run.host,
-            run.pid,
-            run.actor,
-            run.mode,
-            run.exit_code,
-            orjson.dumps(run.facts).decode(),
-        )
+        await self.execute(_PUT_RUN, *run_values(campaign, run))
 
     async def priors(self, campaign: str) -> SqlitePriors:
         return priors_of_rows(campaign, await self.rows(campaign))
@@ -388,19 +376,7 @@ class PostgresStore:
                     "campaign_runner_recipients", records=rows, columns=COLUMNS
                 )
                 for campaign, run in runs:
-                    await self._connection.execute(
-                        _PUT_RUN,
-                        campaign,
-                        run.run_id,
-                        run.started,
-                        run.finished,
-                        run.host,
-                        run.pid,
-                        run.actor,
-                        run.mode,
-                        run.exit_code,
-                        orjson.dumps(run.facts).decode(),
-                    )
+                    await self._connection.execute(_PUT_RUN, *run_values(campaign, run))
         except _DB_ERRORS as exc:
             raise StateError(f"{self.location}: {self._masker(_describe(exc))}") from None
 

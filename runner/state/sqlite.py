@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from runner.errors import StateError, StateLost
 from runner.state import Location
 from runner.state import journal as journal_file
@@ -43,6 +41,7 @@ from runner.state.store import (
     Recipient,
     RunRecord,
     run_record,
+    run_values,
 )
 from runner.status import NOT_DELIVERED_IN_STATE, Status
 
@@ -336,18 +335,7 @@ class SqliteStore:
         self._db.execute(
             f"INSERT OR REPLACE INTO runs (campaign, {_RUN_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                campaign,
-                run.run_id,
-                run.started,
-                run.finished,
-                run.host,
-                run.pid,
-                run.actor,
-                run.mode,
-                run.exit_code,
-                orjson.dumps(run.facts).decode(),
-            ),
+            run_values(campaign, run),
         )
 
     async def priors(self, campaign: str) -> SqlitePriors:

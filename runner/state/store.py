@@ -206,6 +206,26 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+def run_values(campaign: str, run: RunRecord) -> tuple[Any, ...]:
+    """A history entry as the columns every store writes: campaign, run_id, started,
+    finished, host, pid, actor, mode, exit_code, facts as JSON text (`run_record` reads them
+    back)."""
+    import orjson
+
+    return (
+        campaign,
+        run.run_id,
+        run.started,
+        run.finished,
+        run.host,
+        run.pid,
+        run.actor,
+        run.mode,
+        run.exit_code,
+        orjson.dumps(run.facts).decode(),
+    )
+
+
 def run_record(row: tuple[Any, ...]) -> RunRecord:
     """A history entry from its columns (run_id, started, finished, host, pid, actor, mode,
     exit_code, facts as JSON text)."""
