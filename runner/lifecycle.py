@@ -20,11 +20,12 @@ decision (`--retry-failed`, `--resend-uncertain`), never for a sweep.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from runner import schedule as schedule_clock
 from runner.campaign import file_digest
 from runner.errors import CampaignError
 from runner.model import Campaign
@@ -143,14 +144,30 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
-def when(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def when(t: float, zone: str | None = None) -> str:
+    """A moment in UTC, and in ``zone`` too where the campaign has one time zone."""
+    shown = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if zone and zone not in ("UTC", "Etc/UTC"):
+        try:
+            local = datetime.fromtimestamp(t, ZoneInfo(zone))
+        except (ValueError, KeyError, ZoneInfoNotFoundError):
+            return shown
+        shown += f" ({local:%Y-%m-%d %H:%M} {zone})"
+    return shown
+
+
+def campaign_zone(campaign: Campaign) -> str | None:
+    """The campaign's own time zone: ``schedule.timezone`` when it names one zone (not a
+    template over the customer)."""
+    zone = campaign.schedule.timezone
+    return zone if zone and "{" not in zone else None
 
 
 async def standing(store: Store, campaign: Campaign, now: float | None = None) -> Standing:
     """Where ``campaign`` stands in ``store`` at ``now`` (epoch seconds)."""
-    now = time.time() if now is None else now
+    now = schedule_clock.now().timestamp() if now is None else now
     name = campaign.name
+    zone = campaign_zone(campaign)
     control = await store.control(name)
     holder = await store.holder(name)
     found = await store.counts(name)
@@ -182,6 +199,10 @@ async def standing(store: Store, campaign: Campaign, now: float | None = None) -
         return made(control.action, stopped_words(name, control))
     if holder is not None:
         why = f"running on host {holder.host} (pid {holder.pid}) since {holder.since}"
+        going = await store.runs(name, 1)
+        progress = going[0].facts.get("progress") if going and going[0].finished is None else None
+        if progress:
+            why += ": " + ", ".join(f"{n} {status}" for status, n in progress.items() if n)
         return made("running", why)
     if schedule.not_after is not None and now >= schedule.not_after.timestamp():
         left = counts.get("unsent", 0) + deferred + int(facts.get("remaining") or 0)
@@ -192,14 +213,16 @@ async def standing(store: Store, campaign: Campaign, now: float | None = None) -
         return made("closed", why)
     if schedule.not_before is not None and now < schedule.not_before.timestamp():
         opens = schedule.not_before.timestamp()
-        return made("scheduled", f"scheduled: opens at {when(opens)}", opens)
+        return made("scheduled", f"scheduled: opens at {when(opens, zone)}", opens)
     if last is None and not any(counts.values()):
         return made("new", "new: never run; due now", now)
     due = _due_because(campaign, last, counts, now)
     if due:
         return made("due", f"due: {due}", now)
     if deferred and next_due is not None:
-        return made("waiting", f"waiting: {deferred} deferred, next at {when(next_due)}", next_due)
+        return made(
+            "waiting", f"waiting: {deferred} deferred, next at {when(next_due, zone)}", next_due
+        )
     return made("done", "done: every row settled")
 
 

@@ -38,6 +38,8 @@ SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_NOTE = "Sandbox: requests went to a local mock server; nothing was sent for real."
 LISTED = 10  # recipients not delivered listed after a run (`campaign status` lists all)
 PAUSE_POLL = 1.0  # seconds between looks for a pause: a run stops within 2 s of one
+PROGRESS_EVERY = 2  # polls between progress notes in the run's history entry
+PROGRESS = (Status.SENT, Status.FAILED, Status.UNSENT, Status.UNCERTAIN, Status.DEFERRED)
 
 
 @dataclass
@@ -192,9 +194,10 @@ def _job(
     )
 
 
-async def _watch_pauses(engine: Engine, opened: list[CampaignRun]) -> None:
-    """Stop a campaign's run within `PAUSE_POLL` of someone pausing it, anywhere."""
-    while True:
+async def _watch(engine: Engine, opened: list[CampaignRun]) -> None:
+    """Stop a campaign's run within `PAUSE_POLL` of someone pausing it, anywhere; and say
+    how far each run has come, every `PROGRESS_EVERY` polls, for `status` elsewhere."""
+    for turn in itertools.count():
         for run, campaign_run in zip(engine.runs, opened, strict=True):
             if run.stopping:
                 continue
@@ -202,6 +205,11 @@ async def _watch_pauses(engine: Engine, opened: list[CampaignRun]) -> None:
                 control = await campaign_run.control()
                 if control is not None:
                     run.pause(lifecycle.stopped_words(campaign_run.campaign, control))
+                elif turn % PROGRESS_EVERY == 0:
+                    counts = run.job.report.tally.counts
+                    await campaign_run.progress(
+                        progress={str(s): counts.get(s, 0) for s in PROGRESS}
+                    )
         await asyncio.sleep(PAUSE_POLL)
 
 
@@ -233,7 +241,7 @@ async def _drive(engine: Engine, opened: list[CampaignRun], quiet: bool) -> None
         for sig in before:
             loop.add_signal_handler(sig, on_signal)
     helpers = [
-        asyncio.ensure_future(_watch_pauses(engine, opened)),
+        asyncio.ensure_future(_watch(engine, opened)),
         asyncio.ensure_future(
             Progress(engine.runs, quiet=quiet).run() if not quiet else asyncio.sleep(0)
         ),

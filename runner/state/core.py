@@ -125,6 +125,11 @@ class CampaignRun:
         """A pause or cancel given since the run began (polled while it sends)."""
         return await asyncio.wait_for(self.store.control(self.campaign), self.deadline)
 
+    async def progress(self, **facts: Any) -> None:
+        """Say how far the run has come, for `status` elsewhere meanwhile."""
+        self.entry = replace(self.entry, facts={**self.entry.facts, **facts})
+        await asyncio.wait_for(self.store.update_run(self.campaign, self.entry), self.deadline)
+
     def _schedule(self) -> None:
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())

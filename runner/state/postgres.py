@@ -302,6 +302,9 @@ class PostgresStore:
     async def end(self, campaign: str, run: RunRecord) -> None:
         await self._put_run(campaign, run)
 
+    async def update_run(self, campaign: str, run: RunRecord) -> None:
+        await self._put_run(campaign, run)
+
     async def _put_run(self, campaign: str, run: RunRecord) -> None:
         await self.execute(_PUT_RUN, *run_values(campaign, run))
 

@@ -331,6 +331,9 @@ class SqliteStore:
         fold(self._db, campaign, journal_file.path_for(self.path, campaign))
         self._put_run(campaign, run)
 
+    async def update_run(self, campaign: str, run: RunRecord) -> None:
+        self._put_run(campaign, run)
+
     def _put_run(self, campaign: str, run: RunRecord) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO runs (campaign, {_RUN_COLUMNS}) "

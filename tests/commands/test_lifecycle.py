@@ -197,42 +197,93 @@ def test_a_budget_stops_a_run_and_the_next_due_run_finishes_it(
     assert standings(invoke, path) == {"big": "done"}
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_a_pause_from_another_process_stops_a_sending_run_within_two_seconds(
-    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    store: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     server = mock()
     path = campaign(tmp_path, "sale", server.url, rows=200, rate=20)
+    given = ["--state", request.getfixturevalue("postgres_url")] if store == "postgres" else []
     sender = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(path), "--report", "r1", "--quiet"],
+        [sys.executable, "-m", "runner", "run", str(path), "--report", "r1", "--quiet", *given],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),
     )
     try:
-        wait_for_arrivals(server, 10)
-        paused = invoke("pause", path, "--reason", "wrong coupon")
+        wait_for_arrivals(server, 60)
+        # Elsewhere meanwhile, status sees the run and how far it came.
+        running = invoke("status", path, *given).stdout
+        assert "  standing   running on host " in running
+        assert " sent" in running.split("  standing   ", 1)[1].splitlines()[0]
+        paused = invoke("pause", path, "--reason", "wrong coupon", *given)
         assert paused.exit_code == 0, paused.output
         at = len(server.arrivals)
         out, err = sender.communicate(timeout=15)
     finally:
         sender.kill()
+        sender.communicate()
     assert sender.returncode == 3, err
     assert len(server.arrivals) - at <= 2 * 20 + 5  # at most two seconds at 20/s, plus in flight
     assert "was paused by " in out
     assert ": wrong coupon;" in out
     summary = json.loads((Path("r1") / "summary.json").read_text())
     assert summary["paused"].startswith("campaign sale was paused by ")
-    refused = invoke("run", path, "--quiet")
+    refused = invoke("run", path, "--quiet", *given)
     assert refused.exit_code == 2
     assert (
         ": wrong coupon; `campaign resume` makes it due again. Nothing was sent" in refused.stderr
     )
-    assert invoke("resume", path).exit_code == 0
-    assert invoke("run", path, "--quiet").exit_code == 0
+    assert invoke("resume", path, *given).exit_code == 0
+    assert invoke("run", path, "--quiet", *given).exit_code == 0
     counts = delivered(server)
     assert len(counts) == 200
     assert max(counts.values()) == 1
+
+
+def test_a_sweep_alone_carries_quiet_hours_and_a_big_audience_to_done(
+    mock: Callable[..., ThreadedMock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fake wall clock, a sweep every 15 minutes with a 1 s budget: Tokyo now, UTC once
+    its quiet hours end, nobody twice, nobody forgotten."""
+    import runner.schedule
+    from runner.commands.run import RunOptions, run
+
+    server = mock()
+    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}  # 07:00 in Tokyo
+    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
+    people = ["id,tz"] + [f"{i},Asia/Tokyo" for i in range(1, 41)]
+    people += [f"{i},UTC" for i in range(41, 51)]
+    folder = tmp_path / "campaigns"
+    path = campaign(
+        folder,
+        "night",
+        server.url,
+        rate=20,
+        schedule='schedule:\n  timezone: "{{ customer.tz }}"\n'
+        '  quiet_hours: {start: "21:00", end: "23:00"}\n',
+    )
+    (folder / "night.csv").write_text("\n".join(people) + "\n")
+    said: list[str] = []
+    for _ in range(12):
+        result = run([str(folder)], RunOptions(due=True, max_duration=1.0, quiet=True))
+        assert result.exit_code == 0
+        said += result.lines
+        if "night: done: every row settled" in result.lines:
+            break
+        clock["now"] += timedelta(minutes=15)
+    else:
+        pytest.fail(f"never done: {said}")
+    counts = delivered(server)
+    assert sorted(counts, key=int) == [str(i) for i in range(1, 51)]
+    assert max(counts.values()) == 1
+    assert "night: waiting: 10 deferred, next at 2026-11-28 23:00 UTC" in said
+    assert path.exists()
 
 
 def test_cancel_is_final(
