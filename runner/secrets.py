@@ -86,52 +86,104 @@ def encodings(secret: str) -> set[str]:
     return forms
 
 
-HEAD = 6  # characters of a secret's head that are masked wherever they appear
+GRAM = 6  # consecutive characters of a secret never shown, in any mix of encodings
+HEAD = GRAM  # (the first GRAM characters are one such run)
+_HEX = re.compile(r"%([0-9A-Fa-f]{2})")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _distinctive(secret: str) -> str:
+    """The part of a value worth masking in pieces: a URL read from the environment (a
+    ``base_url``) without its scheme, which every URL shares."""
+    return _SCHEME.sub("", secret)
+
+
+def _units(text: str) -> tuple[str, list[tuple[int, int]] | None]:
+    """``text`` as the bytes it stands for, whatever mix of raw and percent-encoded
+    characters it holds: each ``%XX`` (either case) one byte, a non-ASCII character its UTF-8
+    bytes, ``+`` and space one unit; with the span of ``text`` each unit came from (None:
+    one for one)."""
+    if text.isascii() and "%" not in text and "+" not in text:
+        return text, None
+    units: list[str] = []
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        hexed = _HEX.match(text, i) if char == "%" else None
+        if hexed:
+            units.append(" " if hexed.group(1) in ("2B", "2b", "20") else chr(int(hexed[1], 16)))
+            spans.append((i, i + 3))
+            i += 3
+            continue
+        if char == "+":
+            char = " "
+        for byte in char.encode("utf-8", "surrogatepass"):
+            units.append(chr(byte))
+            spans.append((i, i + 1))
+        i += 1
+    return "".join(units), spans
+
+
+def _secret_units(secret: str) -> str:
+    return _units(_distinctive(secret).replace("%", "%25"))[0]
 
 
 class Masker:
-    """Replaces secrets with ``***`` in any text bound for output: whole or in part (a text
-    cut by someone else inside a secret still shows its head, which is masked too), raw or in
-    any encoding the product sends it in. Mask before shortening a text, never after."""
+    """Replaces secrets with ``***`` in any text bound for output: whole or in part, raw, in
+    any encoding the product sends it in, or in any mix of raw and percent-encoded characters
+    (an API that echoes what its server decoded), so that no `GRAM` consecutive characters of
+    a secret are ever shown. Mask before shortening a text, never after."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
+        self._grams: dict[int, set[str]] = {}
         for secret in {*secrets, *_RESOLVED}:
-            if len(secret) >= 4:  # masking "a" would garble every message
-                forms.update(encodings(secret))
-        # Longest first, so that an encoded form is not half-masked by a shorter one.
-        self._forms = sorted(forms, key=len, reverse=True)
-        self._heads: dict[str, list[str]] = {}
-        for form in self._forms:
-            self._heads.setdefault(form[:HEAD], []).append(form)
+            units = _secret_units(secret)
+            if len(units) < 4:  # masking "a" would garble every message
+                continue
+            size = min(GRAM, len(units))
+            self._grams.setdefault(size, set()).update(
+                units[i : i + size] for i in range(len(units) - size + 1)
+            )
 
     @property
     def active(self) -> bool:
         """Whether there is anything to mask at all."""
-        return bool(self._heads)
+        return bool(self._grams)
 
     def __call__(self, text: str) -> str:
-        for head, forms in self._heads.items():
-            if head in text:
-                text = _mask(text, head, forms)
-        return text
+        if not self._grams or not text:
+            return text
+        units, spans = _units(text)
+        covered: list[tuple[int, int]] = []
+        for size, grams in self._grams.items():
+            for i in range(len(units) - size + 1):
+                if units[i : i + size] in grams:
+                    if covered and covered[-1][1] >= i:
+                        covered[-1] = (covered[-1][0], max(covered[-1][1], i + size))
+                    else:
+                        covered.append((i, i + size))
+        if not covered:
+            return text
+        if len(self._grams) > 1:
+            covered = _merged(covered)
+        out = []
+        at = 0
+        for start, end in covered:
+            first, last = (start, end) if spans is None else (spans[start][0], spans[end - 1][1])
+            if first < at:  # a character split into bytes, masked already
+                first = at
+            out += [text[at:first], MASK]
+            at = max(at, last)
+        out.append(text[at:])
+        return "".join(out)
 
 
-def _mask(text: str, head: str, forms: list[str]) -> str:
-    """Mask each run of ``text`` that is one of ``forms`` (which share ``head``), or a head of
-    one at least `HEAD` long: the longest such run at each place."""
-    out = []
-    start = 0
-    while (found := text.find(head, start)) != -1:
-        end = found + len(head)
-        for form in forms:
-            stop = found + len(head)
-            while (
-                stop < len(text) and stop - found < len(form) and text[stop] == form[stop - found]
-            ):
-                stop += 1
-            end = max(end, stop)
-        out += [text[start:found], MASK]
-        start = end
-    out.append(text[start:])
-    return "".join(out)
+def _merged(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(runs):
+        if merged and merged[-1][1] >= start:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged

@@ -260,3 +260,32 @@ async def test_state_copy_refuses_while_a_run_holds_a_campaign(
     finally:
         await running.close()
     assert not (tmp_path / "b.sqlite3").exists()
+
+
+def test_a_password_anywhere_in_the_state_url_never_leaves(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The red team's URL: a password= parameter (trust auth lets it through unused)."""
+    summary_file = Path("step-summary.md")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_file))
+    server = mock(fail_rate=0.5, seed=3)
+    path = v1_campaign(server.url, rows=6, retries=0)
+    url = postgres_url + "?password=QueryPw_S3cr3t"
+    outputs = [
+        invoke("run", path, "--state", url, "--report", "r"),
+        invoke("status", path, "--state", url),
+        invoke("status", path, "--state", url, "--output", "json"),
+        invoke("plan", path, "--state", url, "--report", "p"),
+        invoke("state", "copy", url, "copy.sqlite3"),
+    ]
+    texts = [r.output for r in outputs]
+    texts += [p.read_text() for p in [*Path("r").iterdir(), *Path("p").iterdir()] if p.is_file()]
+    texts.append(summary_file.read_text())
+    for text in texts:
+        for piece in ("QueryP", "S3cr3t", "Pw_S3c", "Pw\\_S3"):
+            assert piece not in text
+    assert "password=***" in outputs[0].stderr

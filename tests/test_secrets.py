@@ -9,7 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import UsageError
-from runner.secrets import HEAD, MASK, Masker, encodings, resolve, resolved_values
+from runner.secrets import (
+    GRAM,
+    HEAD,
+    MASK,
+    Masker,
+    _secret_units,
+    _units,
+    encodings,
+    resolve,
+    resolved_values,
+)
 
 secrets_ = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=8, max_size=40
@@ -34,15 +44,53 @@ def test_a_secret_never_survives_masking_in_any_encoding(
         assert form not in masked
 
 
+def shown_runs(secret: str, masked: str) -> list[str]:
+    """The runs of `GRAM` consecutive characters of ``secret`` that ``masked`` still shows,
+    read as bytes whatever mix of raw and percent-encoded characters stands for them."""
+    units = _secret_units(secret)
+    text = _units(masked)[0]
+    return [
+        units[i : i + GRAM] for i in range(len(units) - GRAM + 1) if units[i : i + GRAM] in text
+    ]
+
+
 @given(secret=secrets_, before=noise, cut=st.integers(min_value=HEAD, max_value=39))
-def test_a_secret_cut_by_someone_else_loses_its_head_too(
+def test_a_secret_cut_by_someone_else_shows_no_run_of_it(
     secret: str, before: str, cut: int
 ) -> None:
     """An API that echoes the query string and cuts it after N characters."""
     text = before + "bot_token=" + quote(secret, safe="*")[:cut]
-    masked = Masker([secret])(text)
-    assert quote(secret, safe="*")[:HEAD] not in masked
-    assert masked.endswith(MASK)
+    assert shown_runs(secret, Masker([secret])(text)) == []
+
+
+@given(
+    secret=secrets_,
+    before=noise,
+    after=noise,
+    raw=st.lists(st.booleans(), min_size=40, max_size=40),
+    start=st.integers(min_value=0, max_value=10),
+)
+def test_no_run_of_a_secret_survives_any_mix_of_encodings(
+    secret: str, before: str, after: str, raw: list[bool], start: int
+) -> None:
+    """A server that decoded some characters and left others encoded, then cut the front."""
+    mixed = "".join(c if keep else quote(c, safe="") for c, keep in zip(secret, raw, strict=False))
+    text = before + mixed[start:] + after
+    assert shown_runs(secret, Masker([secret])(text)) == []
+
+
+def test_the_red_teams_token_echoed_half_decoded_is_masked() -> None:
+    token = "Xq9#k2&Lp=7vR!mZ"
+    echoed = "bot_token=Xq9#k2%26Lp%3D7vR!mZ&block_name=x"  # what its server decoded
+    masked = Masker([token])(echoed)
+    assert masked == f"bot_token={MASK}&block_name=x"
+    assert Masker([token])("...k2%26Lp%3D7v...") == f"...{MASK}..."  # the middle alone
+
+
+def test_a_base_url_from_the_environment_masks_its_host_not_every_scheme() -> None:
+    masker = Masker(["http://api.private.example:8443"])
+    assert masker("see https://docs.python.org/x") == "see https://docs.python.org/x"
+    assert masker("cannot reach api.private.example:8443") == f"cannot reach {MASK}"
 
 
 def test_masking_first_then_shortening_leaves_nothing() -> None:
