@@ -93,6 +93,7 @@ def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign
             retries=delivery.get("retries", 3),
             max_consecutive_failures=delivery.get("max_consecutive_failures", 50),
             retry_timeouts=delivery.get("retry_timeouts", False),
+            rate_limited_for=float(delivery.get("rate_limited_for", 180.0)),
         ),
         schedule=_schedule(data.get("schedule") or {}),
         warnings=warnings,

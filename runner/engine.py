@@ -355,6 +355,7 @@ class Engine:
         clock = self._clock
         attempts = 0
         limited = 0  # answers of 429 among the attempts
+        refused_since: float | None = None  # when this recipient's first 429 came
         pacer = job.pacer
         report = job.report
         timed = job.deadline is not None or job.budget is not None
@@ -397,11 +398,31 @@ class Engine:
             if attempt.http_status == 429:
                 limited += 1
                 pacer.slow_down(None if far else attempt.retry_after)
+                if refused_since is None:
+                    refused_since = started
+                elif started - refused_since >= delivery.rate_limited_for:
+                    # An API that refuses forever (Retry-After 0, junk, a date past) costs a
+                    # bounded time: everyone left is unsent, for a later run.
+                    attempt.error = (
+                        f"{attempt.error}; the API kept answering 429 for "
+                        f"{started - refused_since:.0f} s (delivery.rate_limited_for)"
+                    )
+                    run.abort(
+                        "the API kept refusing requests (429) for "
+                        f"{delivery.rate_limited_for:g} s; the run stopped and nobody was "
+                        "marked failed: run again later"
+                    )
+                    return attempt, attempts
             again = attempt.kind is Kind.RETRY or (
                 attempt.kind is Kind.UNCERTAIN and delivery.retry_timeouts
             )
             spent = attempts - min(limited, MAX_RATE_LIMITED)
             if not again or spent > delivery.retries:
+                if attempt.http_status == 429:  # still refused after every allowed try
+                    run.abort(
+                        f"the API kept refusing requests (429) after {attempts} attempts; the "
+                        "run stopped and nobody was marked failed: run again later"
+                    )
                 return attempt, attempts
             if run.stopping:
                 attempt.error = f"{attempt.error}; the run stopped before its retry"

@@ -75,6 +75,7 @@ class Delivery:
     retries: int = 3
     max_consecutive_failures: int = 50
     retry_timeouts: bool = False
+    rate_limited_for: float = 180.0  # seconds of 429s for one recipient, then the run stops
 
 
 @dataclass(frozen=True)

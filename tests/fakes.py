@@ -3,6 +3,7 @@ run state that keeps claims in a list."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -55,3 +56,20 @@ class MemoryState:
         error: str | None,
     ) -> None:
         self.outcomes.append((recipient, status, attempts, http_status, result, error))
+
+
+class FakeClock:
+    """Time that passes only when someone sleeps: a pacer's waits take no real time."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
