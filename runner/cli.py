@@ -392,7 +392,9 @@ def affected(targets: tuple[str, ...], null: bool) -> int:
     separator = "\0" if null else "\n"
     changed = sys.stdin.read().split(separator)
     for path in affected_campaigns(changed, list(targets)):
-        click.echo(str(path), nl=False)
+        shown = str(path)
+        # A file named "--root.yaml" must never be read as an option by the next command.
+        click.echo(f"./{shown}" if shown.startswith("-") else shown, nl=False)
         click.echo(separator, nl=False)
     return 0
 

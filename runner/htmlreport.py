@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from runner import repository
+from runner import inert, repository
 from runner.campaign import file_digest
 from runner.model import Campaign
 from runner.report import Tally, decoded, facts
@@ -39,7 +39,11 @@ _WIDTH, _HEIGHT, _PAD = 720, 220, 34
 @cache
 def _template() -> jinja2.Template:
     source = resources.files("runner").joinpath("templates/report.html.j2").read_text("utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    # Text from the API or the audience reaches the page with no control or bidi character
+    # (U+202E would reverse what a reader sees), then escaped.
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, finalize=_without_controls
+    )
     return env.from_string(source)
 
 
@@ -71,6 +75,12 @@ def identity(campaign: Campaign) -> dict[str, Any]:
         "git_commit": commit,
         "run_by": user,
     }
+
+
+def _without_controls(value: Any) -> Any:
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return inert.visible(value)
+    return value
 
 
 def render(summary: Mapping[str, Any], tally: Tally, title: str) -> str:

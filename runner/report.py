@@ -318,7 +318,10 @@ class ReportWriter:
                         entry = orjson.loads(raw)
                         record = entry["record"]
                         cells = [_cell(record.get(name)) for name in columns]
-                        tail = {"status": entry["status"], "reason": entry["reason"]}
+                        # The API's words never run as a formula; the audience's own columns
+                        # stay exactly as read (a phone +84… must round-trip).
+                        reason = inert.spreadsheet(entry["reason"] or "")
+                        tail = {"status": entry["status"], "reason": reason}
                         writer.writerow([*cells, *(tail[name] for name in extra)])
                 entries.unlink()
         return str(target)

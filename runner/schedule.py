@@ -64,14 +64,23 @@ class Schedule:
         return opens
 
 
+# What an IANA zone name can look like; anything else (a path, 600 characters of "a/a/…") is
+# refused before the zone database is asked, which could recurse or read a file.
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,3}")
+
+
 @lru_cache(maxsize=512)
 def _zone(name: str) -> ZoneInfo:
+    shown = name if len(name) <= 60 else name[:60] + "…"
+    unknown = ValueError(
+        f"unknown time zone {shown!r} (expected an IANA name like Asia/Ho_Chi_Minh)"
+    )
+    if len(name) > 64 or not _ZONE_NAME.fullmatch(name):
+        raise unknown
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (expected an IANA name like Asia/Ho_Chi_Minh)"
-        ) from None
+    except (ZoneInfoNotFoundError, ValueError, OSError, RecursionError):
+        raise unknown from None
 
 
 def zone_problem(name: str) -> str | None:

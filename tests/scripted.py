@@ -64,6 +64,14 @@ class ScriptedAPI:
             return web.json_response(
                 {"success": False, "result": "\x1b]0;PWNED\x07<script>x</script> `rm` | col"}
             )
+        if behaviour == "world":  # formulas, live links and bidi tricks, from the API
+            return web.json_response(
+                {
+                    "success": False,
+                    "result": '=HYPERLINK("https://evil.example/login") \u202egnp.exe '
+                    "www.evil.example\u2028next",
+                }
+            )
         if behaviour == "gateway":
             return web.Response(status=504, text="Gateway Timeout")
         if behaviour == "notfound":

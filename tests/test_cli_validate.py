@@ -130,6 +130,17 @@ def test_affected_selects_campaigns_by_their_file_or_their_audience(
     assert not Path("PWNED").exists()
 
 
+def test_affected_never_prints_a_path_that_reads_as_an_option(
+    write: Callable[..., Path],
+) -> None:
+    write("--root.yaml", "version: 1\n")
+    runner = CliRunner()
+    with runner.isolation(input="--root.yaml\0") as (out, _, _):
+        code = main(["affected", "-z", "."])
+    assert code == 0
+    assert out.getvalue().decode() == "./--root.yaml\0"
+
+
 def test_audience_text_in_a_problem_reaches_the_terminal_inert(
     invoke: Callable[..., Result], write: Callable[..., Path]
 ) -> None:

@@ -232,3 +232,29 @@ async def test_an_answer_cannot_drive_the_terminal_or_the_summary(
     assert "`rm`" not in markdown
     assert r"\<script\>" in markdown
     assert r"\`rm\`" in markdown
+
+
+async def test_text_from_the_world_is_neither_a_link_a_formula_nor_reordered(
+    aiohttp_server: Any, v1_campaign: Callable[..., Path]
+) -> None:
+    import csv
+
+    from runner.commands.run import text
+
+    api = ScriptedAPI(scripts={"1": ["world"]})
+    path = v1_campaign(await serve(api, aiohttp_server), rows=1)
+    path.parent.joinpath("customers.csv").write_text("id,first_name,phone\n1,An,+84901234567\n")
+    result = await broadcast(path)
+    shown = text(result)
+    for hidden in ("\u202e", "\u2028"):
+        assert hidden not in shown
+        assert hidden not in (Path("out") / "summary.md").read_text()
+        assert hidden not in (Path("out") / "report.html").read_text()
+    markdown = (Path("out") / "summary.md").read_text()
+    assert "https://evil" not in markdown
+    assert "hxxps://evil.example/login" in markdown
+    assert "www.evil" not in markdown
+    with (Path("out") / "undelivered.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["phone"] == "+84901234567"  # the audience's own cell, exactly as read
+    assert rows[0]["reason"].startswith("'=HYPERLINK(")  # the API's words, never a formula

@@ -224,3 +224,20 @@ def test_ctrl_c_while_waiting_for_quiet_hours_exits_130(tmp_path: Path) -> None:
     _, err = run.communicate(timeout=30)
     assert run.returncode == 130
     assert "Traceback" not in err
+
+
+def test_a_hostile_zone_value_is_an_invalid_row_in_plan_and_run(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    zone = "a/" * 300 + "b"
+    path = write(tmp_path, server.url, quiet_now(), people=f"id,tz\n1,UTC\n2,{zone}\n")
+    planned = invoke("plan", path)
+    assert planned.exit_code == 2, planned.output  # one invalid row is more than allowed
+    assert "1  unknown time zone 'a/a/a/" in planned.output
+    sent = invoke("run", path, "--quiet")
+    assert sent.exit_code == 2, sent.output
+    assert "row 2: unknown time zone 'a/a/a/" in sent.output
+    for result in (planned, sent):
+        assert "Traceback" not in result.output
+    assert server.arrivals == []

@@ -53,3 +53,32 @@ def test_a_state_with_brackets_in_its_name_is_copied_with_its_journal(tmp_path: 
     assert asyncio.run(copy(source, target)) == {"c": 2}
     with pytest.raises(Exception, match="same state"):
         asyncio.run(copy(target, Location(path=tmp_path / "x" / ".." / "copy.sqlite3")))
+
+
+def test_a_state_of_another_shape_or_an_unknown_status_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from runner.errors import StateError
+    from runner.state.core import read_status
+
+    foreign = tmp_path / "foreign.sqlite3"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE recipients (id INTEGER, name TEXT)")
+    with pytest.raises(StateError, match="this is not a campaign-runner state"):
+        asyncio.run(read_status(Location(path=foreign), "c"))
+    with pytest.raises(StateError, match="this is not a campaign-runner state"):
+        asyncio.run(copy(Location(path=foreign), Location(path=tmp_path / "out.sqlite3")))
+
+    odd = Location(path=tmp_path / "odd.sqlite3")
+
+    async def write() -> None:
+        run = await open_run(odd, "c", "r1")
+        await run.claim("u1", 1)
+        run.record("u1", Status.SENT, 1, 200, None, None)
+        await run.close()
+
+    asyncio.run(write())
+    with sqlite3.connect(odd.path) as db:  # type: ignore[arg-type]
+        db.execute("UPDATE recipients SET status = 'delivered-ish'")
+    with pytest.raises(StateError, match="unknown status 'delivered-ish'"):
+        asyncio.run(copy(odd, Location(path=tmp_path / "out2.sqlite3")))
