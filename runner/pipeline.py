@@ -158,6 +158,30 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
         yield Prepared(n, recipient, request, record)
 
 
+def _distance(a: str, b: str, most: int) -> int:
+    """Edit distance (insertions, deletions, substitutions), or ``most + 1`` once over it."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        if min(current) > most:
+            return most + 1
+        previous = current
+    return previous[-1]
+
+
+def closest(given: str, keys: Sequence[str], n: int = 3) -> list[str]:
+    """The keys nearest ``given`` by edit distance on the whole key (a digit dropped from a
+    long id is one edit), nearest first; close ones only."""
+    most = max(2, len(given) // 4)
+    ranked = sorted((d, key) for key in set(keys) if (d := _distance(given, key, most)) <= most)
+    found = [key for _, key in ranked[:n]]
+    return found or difflib.get_close_matches(given, list(keys), n=n, cutoff=0.5)
+
+
 FIRST_INVALID = 10  # invalid rows listed when a run refuses
 _SUGGESTED_FROM = 100_000  # recipient keys kept to suggest the closest to an unknown --to ID
 
@@ -179,7 +203,7 @@ def select(campaign: Campaign, target: Endpoint, wanted: Sequence[str]) -> list[
     if missing:
         lines = []
         for given in missing:
-            close = difflib.get_close_matches(given, seen, n=3, cutoff=0.5)
+            close = closest(recipient_key(given), seen)
             hint = f"; closest: {', '.join(close)}" if close else ""
             lines.append(
                 f"{campaign.path}: --to {given}: no row of the audience renders this recipient "

@@ -13,6 +13,7 @@ loops run longer than `MAX_SECONDS` makes that row invalid, never the process sl
 
 from __future__ import annotations
 
+import difflib
 import re
 import signal
 import threading
@@ -132,6 +133,20 @@ def check_template(source: str, names: Mapping[str, Any], expression: bool = Fal
         ast = STRICT.parse(f"{{{{ {source} }}}}" if expression else source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxProblem(f"template syntax error: {exc.message}", exc.lineno) from None
+    # Jinja finds an unknown filter or test only when it compiles: say it here, as a problem.
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        kind, known = (
+            ("filter", STRICT.filters)
+            if isinstance(node, nodes.Filter)
+            else (
+                "test",
+                STRICT.tests,
+            )
+        )
+        if node.name not in known:
+            close = difflib.get_close_matches(node.name, list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise TemplateSyntaxProblem(f"unknown {kind} '{node.name}'{hint}", node.lineno)
     unknown = sorted(meta.find_undeclared_variables(ast) - CONTEXT_NAMES - set(STRICT.globals))
     if unknown:
         raise TemplateSyntaxProblem(

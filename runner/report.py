@@ -361,7 +361,8 @@ def facts(summary: Mapping[str, Any]) -> list[str]:
     if summary.get("duration_s") is not None:
         found.append(f"duration {summary['duration_s']} s")
     if summary.get("requests"):
-        found.append(f"{summary['requests']} requests")
+        n = summary["requests"]
+        found.append(f"{n} request{'s' if n != 1 else ''}")
     if summary.get("requests_per_s"):
         found.append(f"{summary['requests_per_s']} requests/s (limit {summary.get('rate_limit')})")
     if summary.get("rate_lowest"):

@@ -448,7 +448,7 @@ def test_a_test_send_to_yourself_first(
     test = invoke("run", path, "--to", "7", "--to", " 12 ", "--quiet", "--report", "t")
     assert test.exit_code == 0, test.output
     assert sorted(a.recipient for a in server.arrivals) == ["12", "7"]
-    assert "TEST: TEST send to 2 audience member(s); recorded apart" in test.stdout
+    assert "\nTEST send to 2 audience member(s); recorded apart" in test.stdout
     assert summary(Path("t"))["mode"] == "test"
     assert (Path("t") / "summary.md").read_text().startswith("## TEST send: test-campaign")
     assert (tmp_path / ".campaign-state" / "test-campaign.test.sqlite3").is_file()
@@ -465,6 +465,20 @@ def test_a_test_send_to_yourself_first(
     )
     assert unknown.output.endswith("nothing was sent\n")
     assert len(server.arrivals) == 23
+    # A rehearsal's test send is recorded apart from the rehearsal too.
+    for _ in range(2):
+        assert invoke("run", path, "--sandbox", "--to", "7", "--quiet").exit_code == 0
+    rehearsal = invoke("run", path, "--sandbox", "--quiet", "--report", "s")
+    assert rehearsal.exit_code == 0
+    assert summary(Path("s"))["counts"]["sent"] == 20
+
+
+def test_to_suggests_the_ids_nearest_by_edit_distance() -> None:
+    from runner.pipeline import closest
+
+    keys = ["2000000000002", "2000000000003", "2000000001002", "3000000000002", "200000000012"]
+    assert closest("200000000002", keys)[:2] == ["2000000000002", "200000000012"]
+    assert closest("zzzz", keys) == []
 
 
 def test_a_run_with_a_plan_renders_the_audience_once_before_sending(

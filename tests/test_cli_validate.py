@@ -155,3 +155,41 @@ def test_audience_text_in_a_problem_reaches_the_terminal_inert(
     assert "\x1b" not in result.output
     assert "\x07" not in result.output
     assert "?]0;PWNED?name" in result.output
+
+
+def test_an_unknown_filter_or_test_is_a_problem_with_a_guess_not_a_traceback(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("people.csv", "id,first_name\n1,An\n")
+    write(
+        "campaigns/typo.yaml",
+        """\
+        version: 1
+        name: typo
+        bot: {api: v1, id: "1", token: "${TEST_TOKEN}"}
+        audience: {file: ../people.csv}
+        message:
+          user_id: "{{ customer.id }}"
+          block_name: B
+          attributes:
+            greeting: "Hi {{ customer.first_name | defualt('there') }}"
+            even: "{{ customer.id is evenn }}"
+        """,
+    )
+    write("campaigns/fine.yaml", "version: 1\nname: fine\n")  # a broken neighbour, also shown
+    result = invoke("validate", "campaigns/", "--audience-outside-repo")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert (
+        "campaigns/typo.yaml:9:15: message.attributes.greeting: unknown filter 'defualt' "
+        "(did you mean 'default'?)" in result.output
+    )
+    assert (
+        "campaigns/typo.yaml:10:11: message.attributes.even: unknown test 'evenn' "
+        "(did you mean 'even'?)" in result.output
+    )
+    assert "campaigns/fine.yaml:" in result.output  # the other file was checked too
+    for command in ("plan", "run"):
+        refused = invoke(command, "campaigns/typo.yaml", "--audience-outside-repo")
+        assert refused.exit_code == 2
+        assert "unknown filter 'defualt'" in refused.output

@@ -89,7 +89,7 @@ async def send(
 
 
 def mode_of(options: RunOptions) -> str:
-    return "sandbox" if options.sandbox else "test" if options.to else "run"
+    return "test" if options.to else "sandbox" if options.sandbox else "run"
 
 
 async def _broadcast(

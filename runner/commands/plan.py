@@ -185,7 +185,8 @@ def text(result: PlanResult) -> str:
     elif not s["limit"]:
         lines.append("  run would start: yes")
     if result.samples:
-        lines += ["", f"First {len(result.samples)} requests (token masked):"]
+        n = len(result.samples)
+        lines += ["", f"First {n} request{'s' if n != 1 else ''} (token masked):"]
         for sample in result.samples:
             request = sample["request"]
             lines.append(f"  row {sample['row']} -> {inert.terminal(sample['recipient'])}")

@@ -394,7 +394,7 @@ def text(result: RunResult) -> str:
         lines.append(f"  report: {s['report']}")
     for r in result.results:
         if r.summary.get("mode") == "test":
-            lines.append(f"TEST: {r.summary['note']}")
+            lines.append(r.summary["note"])  # "TEST send to …"
     if result.sandbox:
         lines.append(SANDBOX_NOTE)
     return "\n".join(lines)

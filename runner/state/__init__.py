@@ -113,7 +113,7 @@ def locate(
     the campaign's repository root. A rehearsal's (``sandbox``) or a test send's (``test``)
     state always stands apart, in a local file, so that neither ever marks a recipient of the
     broadcast as delivered."""
-    apart = "sandbox" if sandbox else "test" if test else None
+    apart = "test" if test else "sandbox" if sandbox else None
     if given is None:
         given = os.environ.get(ENVIRONMENT) or None
     if given is not None and not is_url(given):
