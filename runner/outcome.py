@@ -53,7 +53,8 @@ FINAL: Mapping[Kind, Status] = {
 
 RETRY_AFTER_CAP = 60.0  # seconds; a longer wait leaves the recipient for a later run
 MAX_ANSWER = 64 * 1024  # bytes of an answer read at most
-SHOWN = 300  # characters of a non-JSON answer kept for the report
+SHOWN = 300  # characters of an answer's text kept for the report
+EXCERPT = 120  # characters of an answer that is not the API's JSON, on one line
 
 
 @dataclass(slots=True)
@@ -89,7 +90,7 @@ def from_response(
         return Attempt(
             Kind.UNCERTAIN, status, result, f"HTTP {status}: answer over {MAX_ANSWER} bytes"
         )
-    if status >= 500:
+    if status in (500, 502, 504) or (status >= 500 and is_api):
         # A gateway's 502/504 (and a 500) can come after the API acted.
         return Attempt(Kind.UNCERTAIN, status, result, f"HTTP {status}: the API may have acted")
     if 200 <= status < 300:
@@ -136,7 +137,11 @@ def _parse(body: bytes, truncated: bool) -> tuple[str | None, bool | None, bool]
                     success if isinstance(success, bool) else None,
                     True,
                 )
-    text = body.decode("utf-8", "replace").strip()
+    # Not the API's: a page of HTML from some other server. A short excerpt on one line says
+    # what answered; the rest is noise.
+    text = " ".join(body[: EXCERPT * 4].decode("utf-8", "replace").split())
+    if len(text) > EXCERPT:
+        text = text[:EXCERPT] + "…"
     return (text or None), None, False
 
 

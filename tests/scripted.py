@@ -74,6 +74,9 @@ class ScriptedAPI:
             )
         if behaviour == "gateway":
             return web.Response(status=504, text="Gateway Timeout")
+        if behaviour == "notimpl":
+            body = "<html>\n<head><title>Error response</title></head>\n" + "<p>x</p>\n" * 20
+            return web.Response(status=501, text=body + "</html>", content_type="text/html")
         if behaviour == "notfound":
             return web.Response(status=404, text="404 page not found")
         if behaviour == "far":

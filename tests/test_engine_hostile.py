@@ -33,6 +33,21 @@ async def test_a_gateway_timeout_is_uncertain_and_never_resent(
     assert len(api.hits["1"]) == 1
 
 
+async def test_a_server_that_is_not_the_api_answering_501_stops_the_run_at_once(
+    aiohttp_server: Any, v1_campaign: Callable[..., Path]
+) -> None:
+    """What `python -m http.server` answers to a POST: an HTML 501."""
+    api = ScriptedAPI(scripts={str(i): ["notimpl"] for i in range(1, 51)})
+    path = v1_campaign(await serve(api, aiohttp_server), rows=50, rate=25, concurrency=25)
+    result = await broadcast(path)
+    assert result.exit_code == 3
+    assert len(api.arrivals) <= 3
+    s = summary(Path("out"))
+    assert s["aborted"].startswith("HTTP 501 that is not the API's answer; check bot.base_url")
+    assert s["counts"]["uncertain"] == 0
+    assert s["counts"]["unsent"] + s["not_reached"] == 50
+
+
 async def test_answers_that_are_not_the_apis_stop_the_run_and_cost_nobody(
     aiohttp_server: Any, v1_campaign: Callable[..., Path]
 ) -> None:

@@ -34,6 +34,15 @@ KEY: Any = SimpleNamespace(host="127.0.0.1", port=1, ssl=True, is_ssl=False)
         (404, b"not found", Kind.CAMPAIGN, "not found"),
         (405, b"<html>Method Not Allowed</html>", Kind.CAMPAIGN, "<html>Method Not Allowed</html>"),
         (301, b"", Kind.CAMPAIGN, None),
+        # Any other server: python -m http.server answers a POST with an HTML 501.
+        (
+            501,
+            b"<html>\n<head>\n<title>Error</title>\n</head>\n</html>",
+            Kind.CAMPAIGN,
+            "<html> <head> <title>Error</title> </head> </html>",
+        ),
+        (505, b"HTTP Version Not Supported", Kind.CAMPAIGN, "HTTP Version Not Supported"),
+        (501, b'{"success": false, "result": "later"}', Kind.UNCERTAIN, "later"),
         (401, b'{"success": false, "result": "bad token"}', Kind.CAMPAIGN, "bad token"),
         (403, b"", Kind.CAMPAIGN, None),
         (429, b'{"success": false}', Kind.RETRY, None),
@@ -96,3 +105,13 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= (outcome.parse_retry_after(later) or 0) <= 31
     assert outcome.from_response(429, b"", {"Retry-After": "2"}).retry_after == 2.0
+
+
+def test_an_answer_that_is_not_the_apis_is_shown_as_one_short_line() -> None:
+    page = b"<html>\n" + b"<p>lorem ipsum dolor</p>\n" * 500 + b"</html>"
+    found = outcome.from_response(501, page)
+    assert found.kind is Kind.CAMPAIGN
+    assert found.result is not None
+    assert "\n" not in found.result
+    assert len(found.result) == outcome.EXCERPT + 1
+    assert found.result.endswith("…")
