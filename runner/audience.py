@@ -52,7 +52,9 @@ def rows(audience: Audience) -> Iterator[Row]:
     assert audience.format is not None
     if not audience.file.is_file():
         raise AudienceError(f"{audience.file}: audience file not found")
-    reader = {"csv": _csv, "jsonl": _jsonl, "json": _json_array}[audience.format]
+    if audience.format == "csv":
+        return _csv(audience.file, audience.delimiter)
+    reader = {"jsonl": _jsonl, "json": _json_array}[audience.format]
     return reader(audience.file)
 
 
@@ -65,9 +67,9 @@ def columns(audience: Audience) -> set[str]:
     assert audience.format is not None
     if audience.format == "csv":
         with _open_text(audience.file) as handle:
-            return set(
-                _header(csv.reader(_csv_lines(handle, audience.file), strict=True), audience.file)
-            )
+            lines = _csv_lines(handle, audience.file)
+            table = csv.reader(lines, strict=True, delimiter=audience.delimiter)
+            return set(_header(table, audience.file))
     reader = _jsonl if audience.format == "jsonl" else _json_array
     found: set[str] = set()
     for row in reader(audience.file, clean=False):
@@ -136,11 +138,11 @@ def _header(reader: Any, path: Path) -> list[str]:
     return header
 
 
-def _csv(path: Path) -> Iterator[Row]:
+def _csv(path: Path, delimiter: str = ",") -> Iterator[Row]:
     with _open_text(path) as handle:
         # Strict: a quote that opens and never closes is an error, not a field that swallows
         # every row after it.
-        reader = csv.reader(_csv_lines(handle, path), strict=True)
+        reader = csv.reader(_csv_lines(handle, path), strict=True, delimiter=delimiter)
         header = _header(reader, path)
         if not header:
             return

@@ -84,6 +84,7 @@ def _build(path: Path, doc: Document, warnings: tuple[Problem, ...]) -> Campaign
             customers=tuple(audience["customers"]) if "customers" in audience else None,
             where=audience.get("where"),
             max_invalid=audience.get("max_invalid", 0),
+            delimiter=audience.get("delimiter", ","),
         ),
         message=apis.module(api).parse_message(data["message"]),
         vars=dict(data.get("vars") or {}),

@@ -140,7 +140,9 @@ def _check_audience(
         at(("audience", "format"), "format applies to audience.file only", key=True)
     columns: set[str] | None = None
     file = audience.get("file")
-    if isinstance(file, str) and file:
+    if isinstance(file, str) and "\x00" in file:
+        at(("audience", "file"), "the file name holds a NUL character; no file has such a name")
+    elif isinstance(file, str) and file:
         path = campaign_file.parent / file
         problem = repository.audience_problem(path, campaign_file, outside_repo)
         fmt = format_of(
@@ -158,10 +160,22 @@ def _check_audience(
                 f"({known}); set audience.format",
             )
         else:
+            delimiter = audience.get("delimiter", ",")
             try:
-                columns = audience_columns(Audience(path, fmt, None, None))
+                columns = audience_columns(Audience(path, fmt, None, None, delimiter=delimiter))
             except CampaignError as exc:
                 at(("audience", "file"), f"the audience cannot be read: {exc}")
+            else:
+                other = _other_delimiter(columns, delimiter) if fmt == "csv" else None
+                if other is not None:
+                    shown = {";": '";"', "\t": '"\\t"', ",": '","'}[other]
+                    at(
+                        ("audience", "file"),
+                        f"the header reads as one column {next(iter(columns))!r}: the file "
+                        f"looks {shown}-separated (as Excel saves it where the comma is the "
+                        f"decimal mark); set audience.delimiter: {shown}",
+                    )
+                    columns = None  # no "no such column" for every field on top of it
     elif isinstance(audience.get("customers"), list) and all(
         isinstance(c, dict) for c in audience["customers"]
     ):
@@ -217,9 +231,29 @@ def _check_schedule(schedule: dict[str, Any], at: Any, columns: set[str] | None)
             '"{{ customer.tz }}")',
             key=True,
         )
+    quiet = schedule.get("quiet_hours")
+    if (
+        isinstance(quiet, dict)
+        and isinstance(quiet.get("start"), str)
+        and quiet.get("start") == quiet.get("end")
+    ):
+        at(
+            ("schedule", "quiet_hours", "end"),
+            f"quiet hours that start and end at {quiet['end']} are never quiet: give the "
+            "time they end (they may cross midnight, e.g. 21:00 to 08:00)",
+        )
 
 
 _ASSIGNMENT = re.compile(r"(?<![=!<>])=(?!=)")
+
+
+def _other_delimiter(columns: set[str], delimiter: str) -> str | None:
+    """The delimiter a one-column header seems to be split by, if not the declared one."""
+    if len(columns) != 1:
+        return None
+    header = next(iter(columns))
+    found = [d for d in (";", "\t", ",") if d != delimiter and d in header]
+    return found[0] if found else None
 
 
 def _no_column(name: str, columns: set[str]) -> str:

@@ -66,6 +66,7 @@ class Audience:
     where: str | None
     outside_repository: bool = False  # an explicit choice to read a file outside the repo
     max_invalid: int | str = 0  # a count, or a share as "P%"
+    delimiter: str = ","  # CSV only: "," ";" or a tab
 
 
 @dataclass(frozen=True)

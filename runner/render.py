@@ -134,19 +134,19 @@ def check_template(source: str, names: Mapping[str, Any], expression: bool = Fal
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxProblem(f"template syntax error: {exc.message}", exc.lineno) from None
     # Jinja finds an unknown filter or test only when it compiles: say it here, as a problem.
-    for node in ast.find_all((nodes.Filter, nodes.Test)):
+    for used in ast.find_all((nodes.Filter, nodes.Test)):
         kind, known = (
             ("filter", STRICT.filters)
-            if isinstance(node, nodes.Filter)
+            if isinstance(used, nodes.Filter)
             else (
                 "test",
                 STRICT.tests,
             )
         )
-        if node.name not in known:
-            close = difflib.get_close_matches(node.name, list(known), n=1)
+        if used.name not in known:
+            close = difflib.get_close_matches(used.name, list(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise TemplateSyntaxProblem(f"unknown {kind} '{node.name}'{hint}", node.lineno)
+            raise TemplateSyntaxProblem(f"unknown {kind} '{used.name}'{hint}", used.lineno)
     unknown = sorted(meta.find_undeclared_variables(ast) - CONTEXT_NAMES - set(STRICT.globals))
     if unknown:
         raise TemplateSyntaxProblem(

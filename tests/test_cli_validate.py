@@ -193,3 +193,57 @@ def test_an_unknown_filter_or_test_is_a_problem_with_a_guess_not_a_traceback(
         refused = invoke(command, "campaigns/typo.yaml", "--audience-outside-repo")
         assert refused.exit_code == 2
         assert "unknown filter 'defualt'" in refused.output
+
+
+def test_a_semicolon_separated_csv_is_named_and_read_when_declared(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write("people.csv", "id;first_name;tz\n1;An;UTC\n2;Binh;UTC\n")
+    campaign = """\
+        version: 1
+        name: semi
+        bot: {{api: v1, id: "1", token: "${{TEST_TOKEN}}"}}
+        audience: {{file: people.csv{extra}}}
+        message:
+          user_id: "{{{{ customer.id }}}}"
+          block_name: B
+          attributes: {{name: "{{{{ customer.first_name }}}}"}}
+        """
+    write("semi.yaml", campaign.format(extra=""))
+    refused = invoke("validate", "semi.yaml")
+    assert refused.exit_code == 2
+    assert refused.output.splitlines() == [
+        "semi.yaml:4:18: audience.file: the header reads as one column 'id;first_name;tz': the "
+        'file looks ";"-separated (as Excel saves it where the comma is the decimal mark); '
+        'set audience.delimiter: ";"',
+        "1 of 1 campaign file invalid",
+    ]
+    write("semi.yaml", campaign.format(extra=', delimiter: ";"'))
+    assert invoke("validate", "semi.yaml").exit_code == 0
+    planned = invoke("plan", "semi.yaml", "--output", "json")
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.stdout)["summary"]["counts"]["planned"] == 2
+
+
+def test_a_nul_in_the_audience_name_and_empty_quiet_hours_are_problems(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    write(
+        "odd.yaml",
+        """\
+        version: 1
+        name: odd
+        bot: {api: v1, id: "1", token: "${TEST_TOKEN}"}
+        audience: {file: "people\\0.csv"}
+        message: {user_id: "{{ customer.id }}", block_name: B}
+        schedule: {timezone: UTC, quiet_hours: {start: "21:00", end: "21:00"}}
+        """,
+    )
+    for command in ("validate", "run"):
+        result = invoke(command, "odd.yaml")
+        assert result.exit_code == 2
+        assert "Traceback" not in result.output
+        assert "odd.yaml:4:18: audience.file: the file name holds a NUL character" in result.output
+        assert "schedule.quiet_hours.end: quiet hours that start and end at 21:00 are never" in (
+            result.output
+        )
