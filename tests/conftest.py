@@ -105,6 +105,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test works in its own folder (reports/ and .campaign-state/ land there)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    # Values an earlier test read from the environment are masked in every later one's
+    # output otherwise (the registry lives as long as the process).
+    monkeypatch.setattr("runner.secrets._RESOLVED", set())
     monkeypatch.setenv("TEST_TOKEN", "s3cr3t-T0KEN")
 
 
