@@ -24,13 +24,13 @@ FULL = [
     ["aimd.py", "--rate", "25", "--requests", "1000"],
 ]
 SMOKE = [
-    ["pacing.py", "--requests", "30", "--rate", "20"],
+    ["pacing.py", "--requests", "20", "--rate", "20"],
     ["throughput.py", "--requests", "300", "--repeats", "1"],
     ["plan_scale.py", "--sizes", "2000,4000", "--repeats", "1"],
-    ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15"],
-    ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "15", "--state", "postgres"],
+    ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "8"],
+    ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "8", "--state", "postgres"],
     ["state_backends.py", "--requests", "300", "--repeats", "1"],
-    ["aimd.py", "--rate", "10", "--requests", "60"],
+    ["aimd.py", "--rate", "10", "--requests", "20"],
 ]
 
 

@@ -23,6 +23,7 @@ def job(
     state: MemoryState,
     rows: int,
     clock: FakeClock | None = None,
+    rate: int = 1000,
     **extra: object,
 ) -> Job:
     items = iter(Prepared(n, str(n), REQUEST, {"id": str(n)}) for n in range(1, rows + 1))
@@ -31,9 +32,9 @@ def job(
         items=items,
         report=writer,
         state=state,
-        pacer=Pacer(1000)
+        pacer=Pacer(rate)
         if clock is None
-        else Pacer(1000, clock=clock.monotonic, sleep=clock.sleep),
+        else Pacer(rate, clock=clock.monotonic, sleep=clock.sleep),
         masker=Masker(),
         **extra,  # type: ignore[arg-type]
     )
@@ -133,3 +134,22 @@ async def test_an_api_that_refuses_for_longer_than_allowed_stops_the_run(tmp_pat
     )
     assert len(transport.sent) <= 2 * 23
     assert clock.now - 1_800_000_000.0 < 40  # stopped soon after the 30 s allowed
+
+
+async def test_the_send_window_closing_mid_run_stops_starting_requests(tmp_path: Path) -> None:
+    state = MemoryState()
+    transport = MemoryTransport()
+    clock = FakeClock()
+    writer = ReportWriter(tmp_path / "report")
+    engine = Engine(
+        [job(load(tmp_path), writer, state, 80, clock, rate=10, deadline=clock.now + 4.0)],
+        transport=lambda _: transport,
+        clock=clock,
+    )
+    await engine.run()
+    writer.close()
+    run = engine.runs[0]
+    assert run.window_closed
+    assert 35 <= len(transport.sent) <= 45  # four seconds at ten a second
+    assert len(state.claims) == len(transport.sent)  # nobody claimed who was not sent
+    assert len(transport.sent) + sum(1 for _ in run.rest()) == 80
