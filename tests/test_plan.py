@@ -269,3 +269,45 @@ def test_a_bot_id_read_from_the_environment_is_never_shown(
     for name in ("results.jsonl", "summary.json", "summary.md"):
         assert "bot-9f8e7d6c" not in (Path("p") / name).read_text()
     assert "bot-9f8e7d6c" not in Path("c.plan.json").read_text()
+
+
+SIMPLE = """\
+version: 1
+name: simple
+bot: {id: "1", token: "${PLAN_ONLY_TOKEN}"}
+audience: {customers: [{id: "1"}, {id: "2"}]}
+message: {user_id: "{{ customer.id }}", block_name: B}
+"""
+
+
+def test_plan_says_run_would_start_only_when_it_would(
+    invoke: Callable[..., Result],
+    write: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runner.state.filelock import CampaignLock
+
+    write("c.yaml", SIMPLE)
+    monkeypatch.delenv("PLAN_ONLY_TOKEN", raising=False)
+    lacking = invoke("plan", "c.yaml")
+    assert lacking.exit_code == 0, lacking.output  # a preview without secrets is a preview
+    assert "  run would start: no, not here and now:" in lacking.output
+    assert "    - PLAN_ONLY_TOKEN is not set here (run reads it from the environment)" in (
+        lacking.output
+    )
+    monkeypatch.setenv("PLAN_ONLY_TOKEN", "a-token-value")
+    assert "  run would start: yes" in invoke("plan", "c.yaml").output
+    write("c.yaml", SIMPLE + "schedule:\n  not_before: 2999-01-01T09:00:00Z\n")
+    closed = invoke("plan", "c.yaml").output
+    assert "    - the send window opens at 2999-01-01T09:00:00+00:00" in closed
+    assert "run would start: yes" not in closed
+    write("c.yaml", SIMPLE)
+    assert invoke("pause", "c.yaml", "--reason", "legal").exit_code == 0
+    held = CampaignLock(Path(".campaign-state/simple.sqlite3"), "simple")
+    held.acquire()
+    try:
+        busy = invoke("plan", "c.yaml").output
+    finally:
+        held.release()
+    assert "    - a run holds it now (host " in busy
+    assert "    - campaign simple was paused by " in busy

@@ -5,7 +5,9 @@ It reads the state as `run` would (read-only), so its counts are what a run woul
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +16,13 @@ from typing import Any
 import orjson
 
 from runner import campaign as campaigns
-from runner import htmlreport, inert, pipeline, plandigest, repository, schedule
+from runner import htmlreport, inert, lifecycle, pipeline, plandigest, repository, schedule, secrets
 from runner import state as states
+from runner.errors import CampaignError
 from runner.model import Campaign, api_base
 from runner.report import ReportWriter, default_folder, line
 from runner.secrets import MASK, Masker
-from runner.state.core import read_priors
+from runner.state.core import open_store, read_priors
 from runner.status import Status
 
 SAMPLES = 5
@@ -145,6 +148,7 @@ def plan(
             "plan_file": str(out) if out else None,
             "samples": samples[:3],  # for the job summary: messages a reviewer can read
             "window": _window(campaign),
+            "run_blockers": [] if sandbox else _blockers(campaign, location),
         },
         title=f"Plan: {campaign.name}",
     )
@@ -182,6 +186,9 @@ def text(result: PlanResult) -> str:
         )
     if s.get("run_refuses"):
         lines += ["", "RUN WOULD REFUSE TO START:", *s["run_refuses"].splitlines()]
+    elif s.get("run_blockers"):
+        lines.append("  run would start: no, not here and now:")
+        lines += [f"    - {inert.terminal(b)}" for b in s["run_blockers"]]
     elif not s["limit"]:
         lines.append("  run would start: yes")
     if result.samples:
@@ -198,6 +205,43 @@ def text(result: PlanResult) -> str:
         lines.append(f"Plan file: {s['plan_file']}")
     lines.append("Dry run: nothing was sent.")
     return "\n".join(lines)
+
+
+def _blockers(campaign: Campaign, location: states.Location) -> list[str]:
+    """What would make `run` refuse here and now, besides invalid rows: the window, a secret
+    this machine lacks, the state (unreachable, a run holding it, a pause)."""
+    found = []
+    try:
+        campaign.schedule.check_window(schedule.now())
+    except CampaignError as exc:
+        found.append(str(exc).split("; nothing was sent")[0].split(" (in ")[0])
+    bot = campaign.bot
+    for text in (bot.token, bot.id, bot.base_url or ""):
+        for name in secrets.references(text):
+            if not os.environ.get(name):
+                found.append(f"{name} is not set here (run reads it from the environment)")
+    found += asyncio.run(_state_blockers(campaign.name, location))
+    return found
+
+
+async def _state_blockers(name: str, location: states.Location) -> list[str]:
+    try:
+        store = await open_store(location, Masker(location.passwords), readonly=True)
+    except CampaignError as exc:
+        return [f"the state cannot be used: {exc}"]
+    try:
+        holder = await store.holder(name)
+        control = await store.control(name)
+    except CampaignError as exc:
+        return [f"the state cannot be used: {exc}"]
+    finally:
+        await store.close()
+    found = []
+    if holder is not None:
+        found.append(f"a run holds it now (host {holder.host}, pid {holder.pid})")
+    if control is not None:
+        found.append(lifecycle.stopped_words(name, control))
+    return found
 
 
 def _window(campaign: Campaign) -> str | None:
