@@ -29,6 +29,9 @@ class Prepared(NamedTuple):
     recipient: str
     request: Request
     record: dict[str, Any]  # the audience record, for undelivered.csv
+    # The same row built for a reviewed plan's digests (`prepare(..., reviewed=)`): every
+    # ${VAR} as written and the token masked, so that a plan needs no secret.
+    reviewed: Request | None = None
 
 
 class Skipped(NamedTuple):
@@ -76,19 +79,23 @@ def endpoint(
     strict: bool,
     token: str | None = None,
     base_url: str | None = None,
+    as_written: bool = False,
 ) -> Endpoint:
     """The campaign's endpoint. ``strict`` resolves every ``${VAR}`` or raises `UsageError`;
-    otherwise unset ones stay as written (previews need no secrets). ``token``/``base_url``
+    otherwise unset ones stay as written (previews need no secrets); ``as_written`` resolves
+    none (a plan's digests: the same with or without the secrets). ``token``/``base_url``
     override the file (the masked preview, the sandbox)."""
     bot = campaign.bot
 
     def value(text: str, key: str) -> str:
+        if as_written:
+            return text
         where = campaign.where(f"bot.{key}")
         return secrets.resolve(text, where) if strict else secrets.resolve_lenient(text)
 
     if base_url is None:
         given = value(bot.base_url, "base_url") if bot.base_url else DEFAULT_HOSTS[bot.api]
-        problem = base_url_problem(given) if strict else None
+        problem = base_url_problem(given) if strict and not as_written else None
         if problem:
             raise UsageError(f"{campaign.where('bot.base_url')}: {given!r}: {problem}")
         base_url = api_base(given, bot.api)
@@ -106,8 +113,16 @@ def render_context(campaign: Campaign) -> dict[str, object]:
     }
 
 
-def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
-    """Every audience row, in order, as a request to send or a reason to skip it."""
+def reviewed_endpoint(campaign: Campaign) -> Endpoint:
+    """What a plan's digests are made with: every ``${VAR}`` as written, the token masked."""
+    return endpoint(campaign, strict=False, token=secrets.MASK, as_written=True)
+
+
+def prepare(
+    campaign: Campaign, target: Endpoint, *, reviewed: Endpoint | None = None
+) -> Iterator[Item]:
+    """Every audience row, in order, as a request to send or a reason to skip it; with
+    ``reviewed``, each request is also built for that endpoint from the same rendered row."""
     module = apis.module(campaign.bot.api)
     fields = module.template_fields(campaign.message)
     schedule = campaign.schedule
@@ -117,6 +132,7 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
         fields = [*fields, Field(("schedule", "timezone"), schedule.timezone or "")]
     renderer = Renderer(fields, campaign.audience.where, render_context(campaign))
     builder = module.builder(campaign.message, target)
+    second = module.builder(campaign.message, reviewed) if reviewed is not None else None
     seen = SeenIndex()
     render, build, first_row = renderer.render, builder.build, seen.first_row
     for row in audience.rows(campaign.audience):
@@ -155,6 +171,12 @@ def prepare(campaign: Campaign, target: Endpoint) -> Iterator[Item]:
                 reason = f"quiet hours in {zone} until {opens:%H:%M} local"
                 yield Skipped(n, reason, recipient, Status.DEFERRED, opens.timestamp())
                 continue
+        if second is not None:
+            again = second.build(values)
+            yield Prepared(
+                n, recipient, request, record, None if isinstance(again, Refusal) else again[1]
+            )
+            continue
         yield Prepared(n, recipient, request, record)
 
 

@@ -32,6 +32,7 @@ from runner.campaign import file_digest
 from runner.errors import PlanMismatch, UsageError
 from runner.model import Campaign, Endpoint
 from runner.pipeline import Prepared
+from runner.status import Status
 
 FORMAT = "campaign-plan/2"
 _ROW_DIGEST = 6  # bytes of each request's salted digest
@@ -48,18 +49,10 @@ class Digest:
         self._rows = bytearray()
 
     def add(self, item: Prepared) -> bytes:
-        """Take one request; its short salted digest."""
-        request = item.request
-        line = orjson.dumps(
-            [
-                item.recipient,
-                request.method,
-                request.url,
-                request.body.decode() if request.body else None,
-            ]
-        )
+        """Take one request (as built for review); its short salted digest."""
+        line = _line(item)
         self._all.update(line + b"\n")
-        short = hashlib.blake2b(line, key=self.salt, digest_size=_ROW_DIGEST).digest()
+        short = _short(line, self.salt)
         self._rows += short
         self.count += 1
         return short
@@ -212,6 +205,49 @@ def _read(plan_path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{plan_path}: not a campaign plan (expected format {FORMAT})")
     return data
+
+
+def _line(item: Prepared) -> bytes:
+    request = item.reviewed or item.request
+    return orjson.dumps(
+        [
+            item.recipient,
+            request.method,
+            request.url,
+            request.body.decode() if request.body else None,
+        ]
+    )
+
+
+def _short(line: bytes, salt: bytes) -> bytes:
+    return hashlib.blake2b(line, key=salt, digest_size=_ROW_DIGEST).digest()
+
+
+class Gate:
+    """Lets through, while a run sends, only the requests the reviewed plan holds (each as
+    many times as the plan does): a row edited or added after the plan was verified, even
+    during the run, is refused, never sent."""
+
+    REFUSED = "not in the reviewed plan (the audience or campaign changed after it was checked)"
+
+    def __init__(self, plan_path: Path) -> None:
+        plan = _read(plan_path)
+        self._salt = bytes.fromhex(str(plan.get("salt", "")))
+        self._left = Counter(_split(bytes.fromhex(str(plan.get("rows", "")))))
+        self.refused = 0
+
+    def check(self, items: Iterable[pipeline.Item]) -> Iterator[pipeline.Item]:
+        for item in items:
+            if isinstance(item, Prepared):
+                short = _short(_line(item), self._salt)
+                if self._left[short] <= 0:
+                    self.refused += 1
+                    yield pipeline.Skipped(
+                        item.row, self.REFUSED, item.recipient, Status.INVALID
+                    )
+                    continue
+                self._left[short] -= 1
+            yield item
 
 
 def new_digest() -> Digest:

@@ -495,12 +495,60 @@ def test_a_run_with_a_plan_renders_the_audience_once_before_sending(
     passes = []
     prepare = runner.pipeline.prepare
 
-    def counted(*args: Any) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
         passes.append(args)
-        return prepare(*args)
+        return prepare(*args, **kwargs)
 
     monkeypatch.setattr(runner.pipeline, "prepare", counted)
     result = invoke("run", path, "--plan", "plan.json", "--quiet", "--report", "r")
     assert result.exit_code == 0, result.output
     assert len(passes) == 2  # plan digests and invalid rows in one pass; then the sending
     assert len(server.arrivals) == 3
+
+
+def test_what_was_verified_is_what_is_sent_even_if_the_audience_changes_mid_run(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import runner.plandigest
+
+    server = mock()
+    path = v1_campaign(server.url, rows=3)
+    assert invoke("plan", path, "--out", "plan.json", "--report", "p").exit_code == 0
+    audience = path.parent / "customers.csv"
+    verify = runner.plandigest.verify
+
+    def verify_then_edit(*args: Any) -> None:
+        verify(*args)  # the reviewed plan matches; then the file changes under the run
+        audience.write_text("id,first_name\n1,Name1\n2,Mallory\n3,Name3\n4,Name4\n")
+
+    monkeypatch.setattr(runner.plandigest, "verify", verify_then_edit)
+    result = invoke("run", path, "--plan", "plan.json", "--quiet", "--report", "r")
+    assert sorted(a.recipient for a in server.arrivals) == ["1", "3"]
+    refused = {r["row"]: r for r in results(Path("r")) if r["status"] == "invalid"}
+    assert sorted(refused) == [2, 4]
+    assert refused[2]["reason"].startswith("not in the reviewed plan")
+    assert "2 invalid" in result.stdout
+
+
+def test_a_plan_made_without_secrets_matches_the_run_that_has_them(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=4)
+    path.write_text(path.read_text().replace('id: "6123abcd"', "id: ${PREVIEW_BOT_ID}"))
+    monkeypatch.delenv("PREVIEW_BOT_ID", raising=False)
+    monkeypatch.delenv("TEST_TOKEN", raising=False)  # a pull request's preview has neither
+    assert invoke("plan", path, "--out", "plan.json", "--report", "p").exit_code == 0
+    assert "6123abcd" not in Path("plan.json").read_text()
+    monkeypatch.setenv("PREVIEW_BOT_ID", "bot-from-a-secret")
+    monkeypatch.setenv("TEST_TOKEN", "s3cr3t-T0KEN")
+    result = invoke("run", path, "--plan", "plan.json", "--quiet", "--report", "r")
+    assert result.exit_code == 0, result.output
+    assert len(server.arrivals) == 4
+    assert {a.bot for a in server.arrivals} == {"bot-from-a-secret"}

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from runner import hosts, htmlreport, lifecycle, pacing, pipeline, repository, state
+from runner import hosts, htmlreport, lifecycle, pacing, pipeline, plandigest, repository, state
 from runner.engine import Engine, Job, JobRun
 from runner.errors import CampaignError, LockHeld, StateLost
 from runner.mockserver import MockOptions, MockServer
@@ -176,7 +176,14 @@ def _job(
     if members is not None:  # a test send: only those
         stream: Iterator[pipeline.Item] = iter(members)
     else:
-        items = pipeline.prepare(c, target)
+        if options.plan is not None:
+            # Each row is checked against the reviewed plan again as it is sent: an audience
+            # edited after the check (or during the run) sends nothing the plan does not hold.
+            gate = plandigest.Gate(options.plan)
+            reviewed = pipeline.reviewed_endpoint(c)
+            items = gate.check(pipeline.prepare(c, target, reviewed=reviewed))
+        else:
+            items = pipeline.prepare(c, target)
         first = next(items, None)  # an unreadable audience fails here, before sending
         stream = items if first is None else itertools.chain([first], items)
     return Job(

@@ -72,7 +72,10 @@ def plan(
         writer = ReportWriter(directory)
         samples: list[dict[str, Any]] = []
         started = time.perf_counter()
-        items = pipeline.prepare(campaign, target)
+        # A plan's digests are of the requests as written (every ${VAR} by its name), so that
+        # a preview without secrets matches the run that has them.
+        reviewed = pipeline.reviewed_endpoint(campaign) if out else None
+        items = pipeline.prepare(campaign, target, reviewed=reviewed)
         if limit is not None:
             items = itertools.islice(items, limit)
         write = writer.write
@@ -107,7 +110,7 @@ def plan(
         reader.close()
     if out is not None and digest is not None:
         try:
-            shape = plandigest.template(campaign, target)
+            shape = plandigest.template(campaign, pipeline.reviewed_endpoint(campaign))
             if "url" in shape:
                 shape["url"] = masker(shape["url"])
             plandigest.write(out, campaign, limit, digest, shape)

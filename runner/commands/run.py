@@ -86,7 +86,8 @@ def run(
         # One pass renders the audience for the plan's digests and counts its invalid rows.
         invalid = pipeline.InvalidRows(c)
         masked = pipeline.endpoint(c, strict=False, token=MASK)
-        plandigest.verify(options.plan, c, invalid.count(pipeline.prepare(c, masked)))
+        rendered = pipeline.prepare(c, masked, reviewed=pipeline.reviewed_endpoint(c))
+        plandigest.verify(options.plan, c, invalid.count(rendered))
         counted[c.name] = invalid
     if options.dry_run:  # with --plan: "does the reviewed plan still match?", sending nothing
         plans = [
