@@ -100,8 +100,8 @@ def test_the_good_campaigns_are_valid(check: Callable[[str], list[str]]) -> None
         (
             "  file: customers.csv",
             "  file: customers.csv\n  rows: 3",
-            "c.yaml:9:3: audience.rows: unknown key 'rows' (expected one of: customers, file, format, "
-            "max_invalid, where)",
+            "c.yaml:9:3: audience.rows: unknown key 'rows' (expected one of: customers, delimiter, "
+            "file, format, max_invalid, where)",
         ),
         (
             "  messaging_tag: CONFIRMED_EVENT_UPDATE",
