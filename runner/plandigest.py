@@ -242,9 +242,7 @@ class Gate:
                 short = _short(_line(item), self._salt)
                 if self._left[short] <= 0:
                     self.refused += 1
-                    yield pipeline.Skipped(
-                        item.row, self.REFUSED, item.recipient, Status.INVALID
-                    )
+                    yield pipeline.Skipped(item.row, self.REFUSED, item.recipient, Status.INVALID)
                     continue
                 self._left[short] -= 1
             yield item

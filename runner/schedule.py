@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time as time_module
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,21 +47,50 @@ class Schedule:
             )
 
     def quiet_until(self, zone: str, now: datetime) -> datetime | None:
-        """When the quiet hours that hold ``now`` end in ``zone`` (None: not quiet).
-        Raises `ValueError` for a zone that does not exist."""
+        """When the quiet hours that hold ``now`` end in ``zone`` (None: not quiet), as a
+        local time. Raises `ValueError` for a zone that does not exist.
+
+        Quiet hours are spans of instants, so that what is decided and what is said agree
+        across daylight-saving changes: each day's span begins the first time the local clock
+        shows ``start`` and ends the first time it shows ``end`` (or later). So hours that end
+        inside a skipped hour end when the clocks jump past it (03:00 in New York on the
+        March change, for an end of 02:30); hours that begin inside a repeated hour begin at
+        its first pass and, once begun, last until their end."""
         if self.quiet_start is None or self.quiet_end is None:
             return None
-        local = now.astimezone(_zone(zone))
+        tz = _zone(zone)
         start, end = self.quiet_start, self.quiet_end
-        clock = local.time().replace(tzinfo=None)
         crosses = start > end  # e.g. 21:00-08:00
-        quiet = (clock >= start or clock < end) if crosses else (start <= clock < end)
-        if not quiet:
-            return None
-        opens = local.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
-        if opens <= local:
-            opens += timedelta(days=1)
-        return opens
+        today = now.astimezone(tz).date()
+        for day in (today - timedelta(days=1), today):
+            begins = _first_showing(day, start, tz)
+            ends = _first_showing(day + timedelta(days=1) if crosses else day, end, tz)
+            if begins <= now < ends:
+                return ends.astimezone(tz)
+        return None
+
+
+def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
+    return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def _first_showing(day: date, clock: time, tz: ZoneInfo) -> datetime:
+    """The first instant at which the local clock in ``tz`` shows ``clock`` on ``day``, or a
+    later time of that day when ``clock`` is skipped (the end of the jump)."""
+    wall = datetime.combine(day, clock)
+    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    other = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    if _wall(first, tz) == wall or _wall(other, tz) == wall:
+        return min(x for x in (first, other) if _wall(x, tz) == wall)
+    # Skipped: the clocks jump over it between the two readings; find the jump to the second.
+    low, high = int(min(first, other).timestamp()), int(max(first, other).timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(datetime.fromtimestamp(middle, UTC), tz) >= wall:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
 
 
 # What an IANA zone name can look like; anything else (a path, 600 characters of "a/a/…") is

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from click.testing import Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.schedule import Schedule
 from tests.helpers import ThreadedMock, results, summary
@@ -242,3 +244,90 @@ def test_a_hostile_zone_value_is_an_invalid_row_in_plan_and_run(
     for result in (planned, sent):
         assert "Traceback" not in result.output
     assert server.arrivals == []
+
+
+ZONES = [
+    "America/New_York",
+    "Europe/London",
+    "Australia/Lord_Howe",  # 30-minute DST
+    "Pacific/Chatham",
+    "America/St_Johns",
+    "Antarctica/Troll",  # 2-hour DST
+    "Asia/Kathmandu",
+]
+QUIET = [
+    (time(22, 0), time(2, 30)),  # ends inside New York's skipped hour in March
+    (time(1, 30), time(6, 0)),  # begins inside its repeated hour in November
+    (time(21, 0), time(8, 0)),
+    (time(2, 15), time(2, 45)),
+    (time(0, 0), time(3, 0)),
+]
+
+
+def _changes(zone: str) -> list[datetime]:
+    """The instants in 2026 when ``zone``'s offset changes."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    found = []
+    while t.year == 2026:
+        nxt = t + timedelta(minutes=30)
+        if t.astimezone(tz).utcoffset() != nxt.astimezone(tz).utcoffset():
+            found.append(nxt)
+        t = nxt
+    return found
+
+
+CHANGES = [(zone, at) for zone in ZONES for at in _changes(zone)]
+
+
+@given(
+    change=st.sampled_from(CHANGES),
+    quiet=st.sampled_from(QUIET),
+    minutes=st.integers(min_value=-36 * 60, max_value=36 * 60),
+)
+@settings(max_examples=600, deadline=None)
+def test_quiet_hours_across_clock_changes_say_when_they_really_end(
+    change: tuple[str, datetime], quiet: tuple[time, time], minutes: int
+) -> None:
+    """What is decided and what is said agree: at the opening given, a run sends; until it,
+    every moment is quiet with the same opening; and it names a time the clock showed."""
+    zone, at = change
+    schedule = Schedule(timezone=zone, quiet_start=quiet[0], quiet_end=quiet[1])
+    now = at + timedelta(minutes=minutes)
+    opens = schedule.quiet_until(zone, now)
+    if opens is None:
+        return
+    assert opens > now
+    assert schedule.quiet_until(zone, opens) is None  # sent at the moment promised
+    step = (opens - now) / 7
+    for k in range(7):
+        assert schedule.quiet_until(zone, now + step * k) == opens
+    # The opening is the first moment the local clock shows the end or later.
+    local = opens.replace(tzinfo=None)
+    end = datetime.combine(local.date(), quiet[1])
+    assert local >= end
+    # (arithmetic on UTC: on a local datetime Python would step the wall clock, not time)
+    instant = opens.astimezone(UTC)
+    before = (instant - timedelta(seconds=1)).astimezone(opens.tzinfo).replace(tzinfo=None)
+    assert before < end
+    back = instant.astimezone(opens.tzinfo)
+    assert back.replace(tzinfo=None) == local  # a time the clock really showed
+
+
+def test_quiet_hours_ending_in_the_skipped_hour_end_when_the_clocks_jump() -> None:
+    schedule = Schedule(timezone="America/New_York", quiet_start=time(22), quiet_end=time(2, 30))
+    now = datetime(2026, 3, 8, 6, 45, tzinfo=UTC)  # 01:45 EST, the night of the change
+    opens = schedule.quiet_until("America/New_York", now)
+    assert opens is not None
+    assert opens.isoformat() == "2026-03-08T03:00:00-04:00"
+    assert schedule.quiet_until("America/New_York", datetime(2026, 3, 8, 7, tzinfo=UTC)) is None
+
+
+def test_quiet_hours_begun_in_the_repeated_hour_last_until_their_end() -> None:
+    schedule = Schedule(timezone="America/New_York", quiet_start=time(1, 30), quiet_end=time(6))
+    second_pass = datetime(2026, 11, 1, 6, 10, tzinfo=UTC)  # 01:10 EST, after 01:30 EDT
+    opens = schedule.quiet_until("America/New_York", second_pass)
+    assert opens is not None
+    assert opens.isoformat() == "2026-11-01T06:00:00-05:00"
