@@ -200,7 +200,10 @@ def test_wait_sends_the_deferred_when_their_quiet_hours_end(
     assert sorted(a.recipient for a in server.arrivals) == ["1", "2"]
 
 
-def test_ctrl_c_while_waiting_for_quiet_hours_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_while_waiting_for_quiet_hours_exits_130(
+    tmp_path: Path, sig: str
+) -> None:
     import signal
     import subprocess
     import sys
@@ -221,12 +224,16 @@ def test_ctrl_c_while_waiting_for_quiet_hours_exits_130(tmp_path: Path) -> None:
     assert run.stderr is not None
     for line in run.stderr:  # until it says it is waiting
         if line.startswith("waiting until "):
+            assert "when the first of 1 deferred recipient open (1 quiet hours in UTC until " in (
+                line
+            )
             break
         assert clock.monotonic() < deadline
-    run.send_signal(signal.SIGINT)
+    run.send_signal(getattr(signal, sig))
     _, err = run.communicate(timeout=30)
     assert run.returncode == 130
     assert "Traceback" not in err
+    assert "interrupted while waiting: 1 deferred recipient not sent (1 quiet hours in UTC" in err
 
 
 def test_a_hostile_zone_value_is_an_invalid_row_in_plan_and_run(

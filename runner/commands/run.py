@@ -28,6 +28,12 @@ from runner.state.core import open_store
 from runner.status import Status
 
 
+class Interrupted(CampaignError):
+    """Ctrl-C or SIGTERM while a command waited, with what it leaves (exit 130)."""
+
+    exit_code = 130
+
+
 class HistoryElsewhere(CampaignError):
     """The chosen state has no history of a campaign that another state of this repository
     has: running would send its people again."""
@@ -288,14 +294,28 @@ def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
 
 
 def _wait_until(opens: datetime, result: RunResult) -> None:
-    """Sleep until ``opens``, saying so (Ctrl-C ends the wait with exit 130)."""
+    """Sleep until ``opens``, saying who opens when (Ctrl-C or SIGTERM ends the wait with
+    exit 130, saying who is still deferred)."""
     deferred = sum(r.summary["counts"]["deferred"] for r in result.results)
+    by_opening = [
+        f"{n} {reason}"
+        for r in result.results
+        for reason, n in (r.summary.get("deferred_by_reason") or {}).items()
+    ]
     say(
-        f"waiting until {opens.isoformat()} for {deferred} deferred recipient(s) "
-        "(their quiet hours); Ctrl-C stops waiting"
+        f"waiting until {opens.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, when the first of "
+        f"{deferred} deferred recipient{'s' if deferred != 1 else ''} open "
+        f"({'; '.join(by_opening)}); Ctrl-C stops waiting"
     )
-    while (left := (opens - schedule.now()).total_seconds()) > 0:
-        schedule.sleep(min(left, 60.0))
+    try:
+        while (left := (opens - schedule.now()).total_seconds()) > 0:
+            schedule.sleep(min(left, 60.0))
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while waiting: {deferred} deferred recipient"
+            f"{'s' if deferred != 1 else ''} not sent ({'; '.join(by_opening)}); "
+            "`campaign run --due` (or a sweep) sends them when they open"
+        ) from None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
