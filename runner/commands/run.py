@@ -302,12 +302,12 @@ def _wait_until(opens: datetime, result: RunResult) -> None:
         for r in result.results
         for reason, n in (r.summary.get("deferred_by_reason") or {}).items()
     ]
-    say(
-        f"waiting until {opens.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, when the first of "
-        f"{deferred} deferred recipient{'s' if deferred != 1 else ''} open "
-        f"({'; '.join(by_opening)}); Ctrl-C stops waiting"
-    )
     try:
+        say(
+            f"waiting until {opens.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, when the first of "
+            f"{deferred} deferred recipient{'s' if deferred != 1 else ''} open "
+            f"({'; '.join(by_opening)}); Ctrl-C stops waiting"
+        )
         while (left := (opens - schedule.now()).total_seconds()) > 0:
             schedule.sleep(min(left, 60.0))
     except KeyboardInterrupt:
