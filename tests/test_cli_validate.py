@@ -247,3 +247,16 @@ def test_a_nul_in_the_audience_name_and_empty_quiet_hours_are_problems(
         assert "schedule.quiet_hours.end: quiet hours that start and end at 21:00 are never" in (
             result.output
         )
+
+
+def test_a_campaign_file_too_large_to_be_configuration_is_refused_before_parsing(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    flow = ",".join("1" for _ in range(500_000))  # 1 MB: 12 s and 368 MB to refuse, parsed
+    write("big.yaml", f"version: 1\nname: big\nvars:\n  flow: [{flow}]\n")
+    result = invoke("validate", "big.yaml")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        "big.yaml:1:1: the file is larger than 128 KiB: a campaign file is configuration; "
+        "keep a large audience in audience.file (CSV, JSON Lines or JSON), not inline"
+    )
