@@ -137,3 +137,18 @@ def test_v2_without_any_identifier_or_with_an_empty_text_is_skipped() -> None:
     builder = v2_builder(messages=("x",))
     empty = V2Fields({"id": "1", "email": "", "phone": ""}, texts=(" ",))
     assert builder.make(empty) == "message.messages[0].text renders empty"
+
+
+def test_a_v2_text_over_messengers_limit_is_a_refused_row() -> None:
+    b = v2.builder(V2Message(customer=(("id", "{{ customer.id }}"),), messages=("t",)), ENDPOINT)
+    assert isinstance(b.make(V2Fields({"id": "1"}, {}, ["x" * 2000])), Built)
+    refused = b.make(V2Fields({"id": "1"}, {}, ["x" * 2001]))
+    assert refused == Refusal(
+        "message.messages[0].text: 2,001 characters, over Messenger's 2,000 for one text message"
+    )
+    assert v2.check({"customer": {"id": "1"}, "messages": [{"text": "y" * 2500}]}) == [
+        (
+            ("message", "messages", 0, "text"),
+            "2,500 characters, over Messenger's 2,000 for one text message",
+        )
+    ]

@@ -29,6 +29,15 @@ def parse_message(data: dict[str, Any]) -> V2Message:
     )
 
 
+# Messenger refuses a text message longer than this, for that person alone: better an invalid
+# row said before sending than a failure for each of them after.
+MAX_TEXT = 2000
+
+
+def _too_long(length: int) -> str:
+    return f"{length:,} characters, over Messenger's {MAX_TEXT:,} for one text message"
+
+
 def _opt(data: dict[str, Any], key: str) -> str | None:
     return None if data.get(key) is None else str(data[key])
 
@@ -63,6 +72,12 @@ def check(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
                 "no customer identifier template: give id, email, phone or fbid",
             )
         )
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        for i, item in enumerate(messages):
+            text = item.get("text") if isinstance(item, dict) else None
+            if isinstance(text, str) and "{" not in text and len(text) > MAX_TEXT:
+                problems.append((("message", "messages", i, "text"), _too_long(len(text))))
     if "block_id" in data and "messages" in data:
         problems.append((("message", "messages"), "give block_id or messages, not both"))
     elif "block_id" not in data and "messages" not in data:
@@ -122,6 +137,8 @@ class Builder:
             for i, text in enumerate(fields.texts):
                 if not text.strip():
                     return Refusal(f"message.messages[{i}].text renders empty")
+                if len(text) > MAX_TEXT:
+                    return Refusal(f"message.messages[{i}].text: {_too_long(len(text))}")
             body["messages"] = [{"text": text} for text in fields.texts]
         for key, value in fields.tokens.items():
             if value:
