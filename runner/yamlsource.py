@@ -124,13 +124,31 @@ def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _indentation(at: yaml.Mark) -> bool:
+    """Whether the place ``at`` points to is within its line's leading white space."""
+    buffer = getattr(at, "buffer", None)
+    pointer = getattr(at, "pointer", None)
+    if not isinstance(buffer, str) or not isinstance(pointer, int):
+        return at.column == 0
+    start = buffer.rfind("\n", 0, pointer) + 1
+    return not buffer[start:pointer].strip()
+
+
 def _syntax_message(exc: yaml.MarkedYAMLError) -> tuple[Mark, str]:
     """A position and a message a person can act on, for one of PyYAML's errors."""
     problem = str(exc.problem or "")
     at = exc.problem_mark or exc.context_mark
     mark = Mark(at.line + 1, at.column + 1) if at else Mark(1, 1)
     if "'\\t'" in problem:
-        return mark, "invalid YAML: a tab here; YAML indents with spaces, not tabs"
+        if at is not None and _indentation(at):
+            return (
+                mark,
+                "invalid YAML: a tab in the indentation; YAML indents with spaces, not tabs",
+            )
+        return mark, (
+            "invalid YAML: a tab between values, which this reader does not take as a "
+            "separator (after ':' or inside [ ] and { }): write a space"
+        )
     context = str(exc.context or "")
     opened = exc.context_mark
     for kind, closer, name in (

@@ -65,7 +65,23 @@ def test_values_keep_what_was_written() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("a:\n\tb: 1\n", 2, "invalid YAML: a tab here; YAML indents with spaces, not tabs"),
+        (
+            "a:\n\tb: 1\n",
+            2,
+            "invalid YAML: a tab in the indentation; YAML indents with spaces, not tabs",
+        ),
+        (
+            "a:\tb\n",
+            1,
+            "invalid YAML: a tab between values, which this reader does not take as a separator "
+            "(after ':' or inside [ ] and { }): write a space",
+        ),
+        (
+            "a: {b:\t1}\n",
+            1,
+            "invalid YAML: a tab between values, which this reader does not take as a separator "
+            "(after ':' or inside [ ] and { }): write a space",
+        ),
         (
             "a: [1, 2\nb: 3\n",
             1,
