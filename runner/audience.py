@@ -80,6 +80,22 @@ def columns(audience: Audience) -> set[str]:
     return found
 
 
+def header(audience: Audience) -> list[str]:
+    """The audience's own columns in their order (a CSV's header; the keys of the first
+    records otherwise), for undelivered.csv; empty when they cannot be read."""
+    if audience.format == "csv" and audience.file is not None:
+        try:
+            with _open_text(audience.file) as handle:
+                lines = _csv_lines(handle, audience.file)
+                return _header(csv.reader(lines, delimiter=audience.delimiter), audience.file)
+        except (OSError, AudienceError):
+            return []
+    try:
+        return sorted(columns(audience))
+    except (OSError, AudienceError):
+        return []
+
+
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
     return {
         k: (_clean(v) if type(v) is dict else v)

@@ -16,7 +16,7 @@ import re
 import time
 from array import array
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -195,8 +195,9 @@ class Tally:
 
 
 class ReportWriter:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, columns: Sequence[str] = ()) -> None:
         self.directory = directory
+        self._columns = list(columns)  # the audience's own, for undelivered.csv's header
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self._results = (directory / "results.jsonl").open("wb", buffering=1 << 16)
@@ -302,7 +303,7 @@ class ReportWriter:
         columns, then status and reason; ready to re-target."""
         target = self.directory / "undelivered.csv"
         entries = self.directory / ".undelivered.jsonl"
-        columns: dict[str, None] = {}
+        columns: dict[str, None] = dict.fromkeys(self._columns)
         if self._undelivered is not None:
             self._undelivered.close()
             with entries.open("rb") as handle:

@@ -552,3 +552,14 @@ def test_a_plan_made_without_secrets_matches_the_run_that_has_them(
     assert result.exit_code == 0, result.output
     assert len(server.arrivals) == 4
     assert {a.bot for a in server.arrivals} == {"bot-from-a-secret"}
+
+
+def test_undelivered_csv_keeps_the_audiences_columns_when_nobody_is_in_it(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+) -> None:
+    server = mock()
+    path = v1_campaign(server.url, rows=2)
+    assert invoke("run", path, "--quiet", "--report", "r").exit_code == 0
+    assert (Path("r") / "undelivered.csv").read_text() == "id,first_name,status,reason\n"

@@ -19,7 +19,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from runner import hosts, htmlreport, lifecycle, pacing, pipeline, plandigest, repository, state
+from runner import (
+    audience,
+    hosts,
+    htmlreport,
+    lifecycle,
+    pacing,
+    pipeline,
+    plandigest,
+    repository,
+    state,
+)
 from runner.engine import Engine, Job, JobRun
 from runner.errors import CampaignError, LockHeld, StateLost
 from runner.mockserver import MockOptions, MockServer
@@ -161,7 +171,8 @@ async def _broadcast(
 
 def _writer(c: Campaign, options: RunOptions, mode: str, count: int) -> ReportWriter:
     given = options.report if count == 1 or options.report is None else options.report / c.name
-    return ReportWriter(given or default_folder(repository.root(c.path), c.name, mode))
+    folder = given or default_folder(repository.root(c.path), c.name, mode)
+    return ReportWriter(folder, audience.header(c.audience))
 
 
 def _job(
