@@ -52,6 +52,7 @@ def identity(campaign: Campaign) -> dict[str, Any]:
     ran it, and the bot (its id masked when it came from the environment)."""
     root = repository.root(campaign.path)
     commit = None
+    file_state = None
     if (root / ".git").exists():
         try:
             done = subprocess.run(
@@ -62,6 +63,17 @@ def identity(campaign: Campaign) -> dict[str, Any]:
                 check=False,
             )
             commit = done.stdout.strip() or None
+            changed = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--", str(campaign.path)],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout
+            if changed.startswith("??"):
+                file_state = "not committed (untracked): the commit above does not hold it"
+            elif changed.strip():
+                file_state = "changed since the commit above (uncommitted)"
         except (OSError, subprocess.SubprocessError):
             commit = None
     try:
@@ -73,6 +85,7 @@ def identity(campaign: Campaign) -> dict[str, Any]:
         "campaign_file": str(campaign.path),
         "campaign_sha256": file_digest(campaign.path),
         "git_commit": commit,
+        "campaign_file_state": file_state,
         "run_by": user,
     }
 
@@ -87,6 +100,8 @@ def render(summary: Mapping[str, Any], tally: Tally, title: str) -> str:
     mode = summary.get("mode", "run")
     label = {"run": "REAL SEND", "sandbox": "SANDBOX", "test": "TEST", "plan": "PLAN"}
     counts = [(name, n) for name, n in summary["counts"].items() if n or name in ("sent",)]
+    if summary.get("not_reached"):  # as prominent as the counts: they were not sent
+        counts.append(("not reached", summary["not_reached"]))
     return _template().render(
         title=title,
         s=_Obj(summary),
@@ -188,7 +203,10 @@ def _latency(tally: Tally) -> str:
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_PAD - 10}" y2="{_PAD - 10 + inner_h}" '
             'stroke="#b3261e" stroke-dasharray="3 2"/>'
-            f'<text x="{x + 3:.1f}" y="{_PAD - 14 + 12 * (1 + [0.5, 0.95, 0.99].index(q))}" '
+            # Each label on a line of its own, on the side of its line with room.
+            f'<text x="{x + 3 if x < _WIDTH / 2 else x - 3:.1f}" '
+            f'y="{_PAD - 14 + 13 * (1 + [0.5, 0.95, 0.99].index(q))}" '
+            f'text-anchor="{"start" if x < _WIDTH / 2 else "end"}" '
             f'font-size="11" fill="#b3261e">p{int(q * 100)} {value:.0f} ms</text>'
         )
     parts.append("</svg>")

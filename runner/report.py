@@ -432,7 +432,8 @@ def summary_markdown(summary: dict[str, Any], title: str, tally: Tally | None = 
             words = inert.markdown(group["error"])
             lines.append(f"| {group['status']} | {http} | {words} | {group['count']} |")
     for sample in summary.get("samples") or []:
-        lines += ["", f"Row {sample['row']}:", "", "| | |", "| --- | --- |"]
+        heading = f"Row {sample['row']}:" if sample.get("row") else "A request sent:"
+        lines += ["", heading, "", "| | |", "| --- | --- |"]
         lines += [
             f"| {inert.markdown(name)} | {inert.markdown(_shown(value))} |"
             for name, value in decoded(sample["request"])

@@ -47,6 +47,23 @@ def test_a_run_report_shows_the_run_and_lets_no_markup_through(
     assert '<a href="results.jsonl">' in page
     assert page.count("<svg") == 2  # the timeline and the latency
     assert "s3cr3t-T0KEN" not in page
+    assert f"<dt>requests went to</dt><dd>{server.url}</dd>" in page
+    assert "What was sent: the first requests, decoded" in page
+    assert "<b>request 1</b>" in page
+
+
+def test_a_run_report_says_what_a_reader_must_know(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    import subprocess
+
+    server = mock(latency_ms=0)
+    path = hostile_campaign(tmp_path, server.url)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert invoke("run", path, "--quiet", "--report", "r", "--limit", "1").exit_code == 0
+    page = (Path("r") / "report.html").read_text()
+    assert "not committed (untracked): the commit above does not hold it" in page
+    assert "<b>2</b><span>not reached</span>" in page
 
 
 def test_a_plan_report_shows_the_messages_a_reviewer_can_read(

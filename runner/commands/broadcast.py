@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,16 +30,19 @@ from runner import (
     repository,
     state,
 )
-from runner.engine import Engine, Job, JobRun
+from runner.apis import Request
+from runner.engine import Engine, Job, JobRun, aiohttp_transport
 from runner.errors import CampaignError, LockHeld, StateLost
 from runner.mockserver import MockOptions, MockServer
 from runner.model import Campaign, Endpoint, api_base
+from runner.outcome import Attempt
 from runner.progress import Progress
 from runner.report import ReportWriter, default_folder, run_id
 from runner.secrets import Masker
 from runner.state import Location
 from runner.state.core import CampaignRun, Stores, new_record, read_status
 from runner.status import Status
+from runner.transport import Transport
 
 if TYPE_CHECKING:
     from runner.commands.run import RunOptions
@@ -157,13 +160,20 @@ async def _broadcast(
         if options.max_duration is not None:
             budget = time.monotonic() + options.max_duration
             jobs = [replace(job, budget=budget) for job in jobs]
-        engine = Engine(jobs)
+        sent: dict[str, list[dict[str, Any]]] = {c.name: [] for c, *_ in plans}
+
+        def sampled(job: Job) -> Transport:
+            return _Sampling(aiohttp_transport(job), sent[job.campaign.name], masker)
+
+        engine = Engine(jobs, transport=sampled)
         await _drive(engine, [opened for *_, opened in plans], options.quiet)
         results = []
-        for run, writer, (_, _, location, opened) in zip(engine.runs, writers, plans, strict=True):
-            results.append(
-                await _settle(run, writer, opened, location, rid, time.monotonic() - started, mode)
-            )
+        for run, writer, (c, target, location, opened) in zip(
+            engine.runs, writers, plans, strict=True
+        ):
+            shown = {"api_host": masker(target.base_url), "samples": sent[c.name]}
+            elapsed = time.monotonic() - started
+            results.append(await _settle(run, writer, opened, location, rid, elapsed, mode, shown))
     finally:
         await stores.close()
     return Pass(results, passed_over)
@@ -279,6 +289,27 @@ async def _drive(engine: Engine, opened: list[CampaignRun], quiet: bool) -> None
                 signal.signal(sig, handler)
 
 
+class _Sampling:
+    """A transport that keeps the first few requests it sends, masked, for the report."""
+
+    KEPT = 3
+
+    def __init__(self, inner: Transport, kept: list[dict[str, Any]], masker: Masker) -> None:
+        self._inner = inner
+        self._kept = kept
+        self._masker = masker
+
+    async def send(self, request: Request, written: Callable[[], None]) -> Attempt:
+        if len(self._kept) < self.KEPT:
+            shown = request.for_report()
+            shown["url"] = self._masker(shown["url"])
+            self._kept.append({"row": None, "request": shown})
+        return await self._inner.send(request, written)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 def exit_code(run: JobRun, counts: dict[str, int]) -> int:
     """A campaign's exit code, from what its run went through and counted."""
     if run.interrupted:
@@ -328,6 +359,7 @@ async def _settle(
     rid: str,
     duration: float,
     mode: str,
+    shown: dict[str, Any],
 ) -> CampaignResult:
     """Count what a stopped run left, settle its history entry, then write its report."""
     job = run.job
@@ -371,6 +403,7 @@ async def _settle(
             "remaining": remaining,
             "exit_code": code,
             "note": _note(run, mode, remaining),
+            **shown,  # where the requests went, and the first of them decoded
         },
         title=f"{'Sandbox run' if mode == 'sandbox' else 'TEST send' if mode == 'test' else 'Run'}:"
         f" {c.name}",
