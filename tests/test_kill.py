@@ -125,10 +125,13 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_state_consistent(
     first.send_signal(signal.SIGINT)
     time.sleep(0.3)
     first.send_signal(signal.SIGINT)
-    _, stderr = first.communicate(timeout=20)
+    stdout, stderr = first.communicate(timeout=20)
     assert first.returncode == 130, stderr
     in_flight = {r["recipient"] for r in results(Path("r1")) if r["status"] == "uncertain"}
     assert len(in_flight) == CONCURRENCY
+    # One word for one state: what the summary counts as uncertain, the list calls uncertain.
+    assert "  sending: " not in stdout
+    assert stdout.count("  uncertain: row ") == CONCURRENCY
     second = subprocess.run(
         [sys.executable, "-m", "runner", "status", str(path), "--output", "json"],
         capture_output=True,

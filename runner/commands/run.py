@@ -25,6 +25,7 @@ from runner.model import Campaign
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state.core import open_store
+from runner.state.store import IN_FLIGHT_AT_STOP
 from runner.status import Status
 
 
@@ -376,8 +377,11 @@ def text(result: RunResult) -> str:
             lines.append(f"  skipped: {reasons}")
         for entry in r.not_delivered:
             detail = entry["result"] or entry["error"] or ""  # the API's own words first
+            status = entry["status"]
+            if status == "sending":  # this run is over: in flight when it stopped, so unknown
+                status, detail = "uncertain", IN_FLIGHT_AT_STOP
             lines.append(
-                f"  {entry['status']}: row {entry['row']} {terminal(str(entry['recipient']))} "
+                f"  {status}: row {entry['row']} {terminal(str(entry['recipient']))} "
                 f"{terminal(detail)}"
             )
         if r.not_delivered_count > len(r.not_delivered):
