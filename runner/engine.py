@@ -33,10 +33,11 @@ from runner.model import Campaign
 from runner.outcome import Attempt, Kind
 from runner.pacing import Pacer
 from runner.pipeline import Item, Prepared, Skipped, earlier
-from runner.report import Line, Tally, line
+from runner.report import line
 from runner.secrets import Masker
 from runner.state.store import Prior
 from runner.status import Status
+from runner.tally import Line, Tally
 from runner.transport import AiohttpTransport, Transport
 
 _YIELD_EVERY = 256  # rows between yields to the loop while skipping without I/O

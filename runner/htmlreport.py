@@ -19,10 +19,11 @@ import jinja2
 from markupsafe import Markup
 
 from runner import inert, repository
+from runner.apis import decoded
 from runner.campaign import file_digest
 from runner.model import Campaign
-from runner.report import Tally, decoded, facts
 from runner.secrets import MASK
+from runner.tally import Tally, facts
 
 COLORS = {
     "sent": "#2e8b57",

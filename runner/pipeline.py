@@ -19,9 +19,10 @@ from runner.dedupe import SeenIndex
 from runner.errors import TooManyInvalid, UsageError
 from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, Field, api_base, base_url_problem
 from runner.render import FILTERED, Renderer, Skip, is_template
-from runner.report import Line, line
+from runner.report import line
 from runner.state.store import Prior
 from runner.status import Status
+from runner.tally import Line
 
 
 class Prepared(NamedTuple):

@@ -10,31 +10,22 @@ settled are listed, not counted as this run's answers.
 from __future__ import annotations
 
 import csv
-import math
 import os
-import re
 import time
-from array import array
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
-from runner import inert
+from runner import htmlreport, inert
+from runner.apis import decoded
 from runner.errors import UsageError
 from runner.status import REPORTED, UNDELIVERED, Status
+from runner.tally import Line, Tally, facts
 
 FLUSH_EVERY = 0.2  # seconds between flushes of results.jsonl while lines arrive
-_MAX_REASONS = 20
-_MAX_ERRORS = 100  # distinct error groups kept for the summary
-_FIRST_INVALID = 10  # invalid rows listed by number in the summary
-_DUPLICATE = re.compile(r"^duplicate of row \d+$")
-
-Line = dict[str, Any]
 
 
 def line(
@@ -63,10 +54,6 @@ def line(
     }
 
 
-def reason_group(reason: str) -> str:
-    return "duplicate" if _DUPLICATE.match(reason) else str(reason)
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -79,119 +66,6 @@ def default_folder(root: Path, campaign: str, kind: str) -> Path:
     """``ROOT/reports/<name>/<kind>-<run id>``; a real run's is ``.../<name>/<run id>``."""
     prefix = "" if kind == "run" else f"{kind}-"
     return root / "reports" / campaign / f"{prefix}{run_id()}"
-
-
-class Tally:
-    """Counts that the summary is made of, gathered as lines are written."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.reasons: dict[str, Counter[str]] = {
-            "skipped": Counter(),
-            "invalid": Counter(),
-            "deferred": Counter(),
-        }
-        self.deferred_until: float | None = None  # when the first deferred recipient opens
-        self.http: Counter[int] = Counter()
-        self.errors: Counter[tuple[str, int | None, str]] = Counter()
-        self.latencies: array[float] = array("d")
-        self.first_invalid: list[dict[str, Any]] = []
-        self.requests = 0  # HTTP attempts of this run, retries included
-        self.first_request: float | None = None
-        self.last_request: float | None = None
-        self.not_reached = 0
-        self.timeline: dict[str, array[int]] = {}
-        self.rates: array[float] = array("d")
-
-    def add(self, line: Line, this_run: bool = True) -> None:
-        status = line["status"]
-        self.counts[status] += 1
-        reasons = self.reasons.get(status)
-        if reasons is not None:
-            group = reason_group(line["reason"] or "")
-            if group in reasons or len(reasons) < _MAX_REASONS:
-                reasons[group] += 1
-            else:
-                reasons["other reasons"] += 1
-            if status == Status.INVALID and len(self.first_invalid) < _FIRST_INVALID:
-                self.first_invalid.append({"row": line["row"], "reason": line["reason"]})
-        if not this_run:
-            return
-        if status in UNDELIVERED:
-            # The API's own words first: "User blocked the bot x 10".
-            words = line["result"] or line["error"] or line["reason"] or ""
-            key = (str(status), line["http_status"], words)
-            if key in self.errors or len(self.errors) < _MAX_ERRORS:
-                self.errors[key] += 1
-        latency = line["latency_ms"]
-        if latency is not None:
-            self.latencies.append(latency)
-
-    def attempted(
-        self, http_status: int | None, started: float, kind: str = "sent", rate: float = 0.0
-    ) -> None:
-        self.requests += 1
-        if http_status is not None:
-            self.http[http_status] += 1
-        if self.first_request is None:
-            self.first_request = started
-        self.last_request = started
-        # Per second of the run: requests by outcome, and the pacer's rate (a small array per
-        # outcome, not a timestamp per request: a million-request run stays small).
-        second = int(started - self.first_request)
-        counts = self.timeline.get(kind)
-        if counts is None:
-            counts = self.timeline[kind] = array("I")
-        while len(counts) <= second:
-            counts.append(0)
-        counts[second] += 1
-        rates = self.rates
-        while len(rates) <= second:
-            rates.append(rate)
-        rates[second] = min(rates[second], rate) if rates[second] else rate
-
-    @property
-    def seconds(self) -> int:
-        """How many seconds of the run the timeline covers."""
-        return max((len(counts) for counts in self.timeline.values()), default=0)
-
-    def bars(self, most: int) -> tuple[int, list[dict[str, float]]]:
-        """The timeline in at most ``most`` bars: (seconds a bar, requests/s by outcome kind
-        in each bar, the kinds that made none left out)."""
-        per = max(1, math.ceil(self.seconds / most))
-        found = []
-        for start in range(0, self.seconds, per):
-            bar = {}
-            for kind, counts in self.timeline.items():
-                total = sum(counts[start : start + per])
-                if total:
-                    bar[kind] = total / per
-            found.append(bar)
-        return per, found
-
-    def requests_per_s(self) -> float | None:
-        """Intervals over the span between the first and the last request: a paced run never
-        shows more than its limit (n requests at a rate r span (n - 1) / r seconds)."""
-        if self.requests < 2 or self.first_request is None or self.last_request is None:
-            return None
-        span = self.last_request - self.first_request
-        return round((self.requests - 1) / span, 2) if span > 0 else None
-
-    def percentiles(self) -> dict[str, float] | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-
-        def pick(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-        return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": pick(1.0)}
-
-    def error_groups(self) -> list[dict[str, Any]]:
-        return [
-            {"status": status, "http_status": http, "error": words, "count": n}
-            for (status, http, words), n in self.errors.most_common()
-        ]
 
 
 class ReportWriter:
@@ -287,8 +161,7 @@ class ReportWriter:
         )
         markdown = summary_markdown(full, title, t)
         (self.directory / "summary.md").write_text(markdown, encoding="utf-8")
-        from runner import htmlreport  # the page for people, beside the files for machines
-
+        # The page for people, beside the files for machines.
         (self.directory / "report.html").write_text(
             htmlreport.render(full, t, title), encoding="utf-8"
         )
@@ -334,47 +207,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return str(value)
-
-
-def decoded(request: dict[str, Any]) -> list[tuple[str, str]]:
-    """A request as a person reads it: (name, value) pairs, percent-encoding undone; V1 and
-    Chatfuel from the URL's query, V2 from the body (each message's text)."""
-    url = urlsplit(request["url"])
-    pairs: list[tuple[str, str]] = []
-    if "/users/" in url.path:  # V1 and Chatfuel: /bots/{bot}/users/{user}/send
-        pairs.append(("to", unquote(url.path.rsplit("/users/", 1)[1].removesuffix("/send"))))
-    pairs += parse_qsl(url.query, keep_blank_values=True)
-    body = request.get("body")
-    if isinstance(body, dict):
-        for key, value in body.items():
-            if key == "messages" and isinstance(value, list):
-                pairs += [(f"message {i}", str(m.get("text", ""))) for i, m in enumerate(value, 1)]
-            else:
-                pairs.append(
-                    (key, value if isinstance(value, str) else orjson.dumps(value).decode())
-                )
-    return pairs
-
-
-def facts(summary: Mapping[str, Any]) -> list[str]:
-    """The run's figures in words, for summary.md and report.html alike."""
-    found = []
-    if summary.get("duration_s") is not None:
-        found.append(f"duration {summary['duration_s']} s")
-    if summary.get("requests"):
-        n = summary["requests"]
-        found.append(f"{n} request{'s' if n != 1 else ''}")
-    if summary.get("requests_per_s"):
-        found.append(f"{summary['requests_per_s']} requests/s (limit {summary.get('rate_limit')})")
-    if summary.get("rate_lowest"):
-        found.append(f"rate lowered to {summary['rate_lowest']}/s after 429s")
-    if summary.get("estimated_duration_s") is not None:
-        found.append(f"estimated duration {summary['estimated_duration_s']} s")
-    if summary.get("not_reached"):
-        found.append(f"{summary['not_reached']} rows not reached")
-    if summary.get("deferred_until"):
-        found.append(f"deferred until {summary['deferred_until']} at the earliest")
-    return found
 
 
 def _mermaid(tally: Tally, limit: float) -> list[str]:

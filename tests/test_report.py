@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from array import array
 
-from runner.report import Tally, decoded, line, summary_markdown
+from runner.apis import decoded
+from runner.report import line, summary_markdown
 from runner.status import Status
+from runner.tally import Tally
 
 
 def test_decoded_requests_read_as_text() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
@@ -106,3 +107,23 @@ def check_attributes(attributes: Any) -> Problems:
                 (path, f"'{name}' is a parameter of the API itself, not an attribute name")
             )
     return problems
+
+
+def decoded(request: dict[str, Any]) -> list[tuple[str, str]]:
+    """A request as a person reads it: (name, value) pairs, percent-encoding undone; V1 and
+    Chatfuel from the URL's query, V2 from the body (each message's text)."""
+    url = urlsplit(request["url"])
+    pairs: list[tuple[str, str]] = []
+    if "/users/" in url.path:  # V1 and Chatfuel: /bots/{bot}/users/{user}/send
+        pairs.append(("to", unquote(url.path.rsplit("/users/", 1)[1].removesuffix("/send"))))
+    pairs += parse_qsl(url.query, keep_blank_values=True)
+    body = request.get("body")
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key == "messages" and isinstance(value, list):
+                pairs += [(f"message {i}", str(m.get("text", ""))) for i, m in enumerate(value, 1)]
+            else:
+                pairs.append(
+                    (key, value if isinstance(value, str) else orjson.dumps(value).decode())
+                )
+    return pairs
