@@ -166,6 +166,37 @@ def test_two_processes_on_one_bot_keep_its_limit_together(
     assert "another process sharing this state is sending with the same bot" in err_a + err_b
 
 
+def test_two_processes_taking_two_bots_in_opposite_orders_never_wait_for_each_other(
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    """A runs bot1 then bot3, B bot3 then bot1: leases are taken in one order, so both end."""
+    server = mock()
+    base = v1_campaign(server.url, rows=10, rate=50, concurrency=5, name="base").read_text()
+
+    def one(name: str, bot: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            base.replace("name: base", f"name: {name}")
+            .replace('id: "6123abcd"', f'id: "{bot}"')
+            .replace('user_id: "{{ customer.id }}"', f'user_id: "{name}-{{{{ customer.id }}}}"')
+        )
+        return path
+
+    a = campaign_run(
+        one("a1", "bot1"), one("a3", "bot3"), "--report", "ra", "--state", postgres_url
+    )
+    b = campaign_run(
+        one("b3", "bot3"), one("b1", "bot1"), "--report", "rb", "--state", postgres_url
+    )
+    _, err_a = a.communicate(timeout=60)
+    _, err_b = b.communicate(timeout=60)
+    assert (a.returncode, b.returncode) == (0, 0), err_a + err_b
+    assert len(server.arrivals) == 40
+
+
 def test_a_lost_database_connection_stops_the_run(
     mock: Callable[..., ThreadedMock], v1_campaign: Callable[..., Path], postgres_url: str
 ) -> None:

@@ -200,6 +200,28 @@ def test_wait_sends_the_deferred_when_their_quiet_hours_end(
     assert sorted(a.recipient for a in server.arrivals) == ["1", "2"]
 
 
+def test_limit_with_wait_sends_at_most_n_in_all(
+    mock: Callable[..., ThreadedMock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fake clock: two now, the wait, then only one more of the four who opened."""
+    import runner.schedule
+    from runner.commands.run import RunOptions, run
+
+    server = mock()
+    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}
+    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
+    monkeypatch.setattr(
+        runner.schedule, "sleep", lambda s: clock.update(now=clock["now"] + timedelta(seconds=s))
+    )
+    schedule = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
+    people = "id,tz\n1,UTC\n2,UTC\n3,UTC\n4,UTC\n5,Asia/Tokyo\n6,Asia/Tokyo\n"
+    path = write(tmp_path, server.url, schedule, people=people)
+    result = run([str(path)], RunOptions(quiet=True, wait=True, limit=3, report=Path("w")))
+    assert result.exit_code == 0
+    assert len(server.arrivals) == 3
+    assert {a.recipient for a in server.arrivals} >= {"5", "6"}
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_while_waiting_for_quiet_hours_exits_130(
     tmp_path: Path, sig: str
