@@ -320,3 +320,47 @@ def test_a_password_anywhere_in_the_state_url_never_leaves(
         for piece in ("QueryP", "S3cr3t", "Pw_S3c", "Pw\\_S3"):
             assert piece not in text
     assert "password=***" in outputs[0].stderr
+
+
+def test_a_stalled_state_database_stops_the_run_instead_of_hanging_it(
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+) -> None:
+    """The database's backend for the run stops answering (SIGSTOP): the run stops starting
+    requests within seconds (exit 3), and nothing is sent after."""
+    import asyncio
+
+    import asyncpg
+
+    server = mock()
+    path = v1_campaign(server.url, rows=400, rate=20, concurrency=5)
+    run = campaign_run(path, "--report", "r", "--state", postgres_url)
+    stopped: list[int] = []
+    try:
+        wait_for_arrivals(server, 10)
+
+        async def backends() -> list[int]:
+            connection = await asyncpg.connect(postgres_url)
+            try:
+                rows = await connection.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+            finally:
+                await connection.close()
+            return [r["pid"] for r in rows]
+
+        for pid in asyncio.run(backends()):
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        assert stopped, "the run's backend was not found"
+        out, err = run.communicate(timeout=40)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        run.kill()
+        run.communicate()
+    assert run.returncode == 3, err
+    assert "did not answer within" in out + err
+    assert len(server.arrivals) < 400

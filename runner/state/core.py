@@ -145,15 +145,15 @@ class CampaignRun:
                     self.deadline,
                 )
             except (StateLost, TimeoutError) as exc:
-                self.lost = (
-                    exc
-                    if isinstance(exc, StateLost)
-                    else StateLost(
+                if isinstance(exc, StateLost):
+                    self.lost = exc
+                else:
+                    self.lost = StateLost(
                         f"{self.location}: the state did not answer within "
                         f"{self.deadline:g} s; stopped sending so that nobody is sent twice. "
                         "Run again once it answers: what was in flight is reported uncertain"
                     )
-                )
+                    self.store.abandon()  # stalled: nothing more may wait on it
                 for waiter in waiters + self._waiters:
                     if not waiter.done():
                         waiter.set_exception(self.lost)

@@ -46,6 +46,7 @@ from runner.status import NOT_DELIVERED_IN_STATE, Status
 
 SCHEMA_VERSION = 2  # 2: run history and controls (an older runner would ignore a pause)
 HEARTBEAT = 1.0  # seconds between checks that the connection (and so its locks) is alive
+STALLED = 5.0  # seconds a heartbeat may wait for an answer before the database counts as lost
 _CONNECT_TIMEOUT = 10.0
 _LEASE_POLL = 0.5
 _TABLES = """
@@ -208,6 +209,8 @@ class PostgresStore:
             async with self._lock:
                 return await self._connection.fetch(query, *args)
         except Exception as exc:  # whatever the driver raises, the state is gone for this run
+            if self.lost is not None:  # the heartbeat found it stalled first: say that
+                raise self.lost from None
             self.lost = StateLost(
                 f"{self.location}: the state database stopped answering "
                 f"({self._masker(_describe(exc))}); stopped sending so that nobody is sent "
@@ -216,12 +219,21 @@ class PostgresStore:
             raise self.lost from None
 
     async def _beat(self) -> None:
-        """Notice a lost connection (and with it the locks) even while nothing is claimed."""
+        """Notice a lost or stalled connection (and with it the locks) even while nothing is
+        claimed: a database that does not answer within `STALLED` is lost for this run."""
         while self.lost is None:
             await asyncio.sleep(HEARTBEAT)
             try:
-                await asyncio.wait_for(self.execute("SELECT 1"), HEARTBEAT * 5)
-            except (StateLost, TimeoutError):
+                await asyncio.wait_for(self.execute("SELECT 1"), STALLED)
+            except StateLost:
+                return
+            except TimeoutError:
+                self.lost = StateLost(
+                    f"{self.location}: the state database did not answer within {STALLED:g} s; "
+                    "stopped sending so that nobody is sent twice. Run again once it answers: "
+                    "what was in flight is reported uncertain"
+                )
+                self._connection.terminate()  # nothing more waits on it
                 return
 
     # -- one run --------------------------------------------------------------------------
@@ -417,7 +429,9 @@ class PostgresStore:
     # -- ending ----------------------------------------------------------------------------
 
     def abandon(self) -> None:
-        """Drop the connection without a word, as a killed process does."""
+        """Drop the connection without a word, as a killed process does (or as a run does
+        when the database stalls: nothing may wait on it any more)."""
+        self.lost = self.lost or StateLost(f"{self.location}: the state was let go")
         self._heartbeat.cancel()
         self._connection.terminate()
 
@@ -430,6 +444,9 @@ class PostgresStore:
                 )
         self._heartbeat.cancel()
         await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self.lost is not None:  # a stalled or lost connection: do not wait on it
+            self._connection.terminate()
+            return
         try:
             await asyncio.wait_for(self._connection.close(), 5)
         except _DB_ERRORS:
