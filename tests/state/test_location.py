@@ -82,3 +82,20 @@ def test_a_state_of_another_shape_or_an_unknown_status_is_refused(tmp_path: Path
         db.execute("UPDATE recipients SET status = 'delivered-ish'")
     with pytest.raises(StateError, match="unknown status 'delivered-ish'"):
         asyncio.run(copy(odd, Location(path=tmp_path / "out2.sqlite3")))
+
+
+def test_a_multi_host_url_is_accepted_and_masked() -> None:
+    url = "postgresql://u:Multi_Pw_9@db1:5432,db2:5433/x?target_session_attrs=read-write"
+    assert mask_url(url) == "postgresql://u:***@db1:5432,db2:5433/x?target_session_attrs=read-write"
+    assert Location(url=url).passwords == ["Multi_Pw_9"]
+
+
+def test_copying_a_state_that_holds_nothing_says_so(tmp_path: Path) -> None:
+    import sqlite3
+
+    from runner.errors import StateError
+
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    with pytest.raises(StateError, match="this state holds no campaign; nothing was copied"):
+        asyncio.run(copy(Location(path=empty), Location(path=tmp_path / "to.sqlite3")))
