@@ -63,7 +63,7 @@ def identity(campaign: Campaign) -> dict[str, Any]:
                 timeout=10,
                 check=False,
             )
-            commit = done.stdout.strip() or None
+            commit = (done.stdout.strip() or None) if done.returncode == 0 else None
             changed = subprocess.run(
                 ["git", "-C", str(root), "status", "--porcelain", "--", str(campaign.path)],
                 capture_output=True,
@@ -72,9 +72,9 @@ def identity(campaign: Campaign) -> dict[str, Any]:
                 check=False,
             ).stdout
             if changed.startswith("??"):
-                file_state = "not committed (untracked): the commit above does not hold it"
+                file_state = "not committed in git (untracked)"
             elif changed.strip():
-                file_state = "changed since the commit above (uncommitted)"
+                file_state = "changed since the last commit (uncommitted changes)"
         except (OSError, subprocess.SubprocessError):
             commit = None
     try:
@@ -155,7 +155,13 @@ def _timeline(tally: Tally, summary: Mapping[str, Any]) -> str:
     def y(value: float) -> float:
         return _PAD - 10 + inner_h * (1 - value / top)
 
-    parts = [_svg_open(), _axes(top, inner_h, f"seconds ({seconds} in all)")]
+    parts = [_svg_open(), _axes(top, inner_h, f"seconds of the run ({seconds} in all)")]
+    ticks = (
+        ("0 s", f"{seconds // 2} s", f"{seconds} s")
+        if seconds >= 4
+        else ("0 s", "", f"{seconds} s")
+    )
+    parts.append(_x_ticks(inner_h, ticks))
     for b, stack in enumerate(stacks):
         base = 0.0
         for kind, value in stack:
@@ -218,6 +224,18 @@ def _svg_open() -> str:
     return f'<svg viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" font-family="system-ui, sans-serif">'
 
 
+def _x_ticks(inner_h: float, labels: Sequence[str]) -> str:
+    """Labels along the horizontal axis: its start, middle and end."""
+    floor = _PAD - 10 + inner_h
+    inner_w = _WIDTH - _PAD - 8
+    anchors = ("start", "middle", "end")
+    return "".join(
+        f'<text x="{_PAD + inner_w * i / 2:.1f}" y="{floor + 13:.1f}" '
+        f'text-anchor="{anchors[i]}" font-size="11" fill="#5b6475">{label}</text>'
+        for i, label in enumerate(labels)
+    )
+
+
 def _axes(top: float, inner_h: float, label: str) -> str:
     ticks: Sequence[float] = (0, top / 1.1 / 2, top / 1.1)
     floor = _PAD - 10 + inner_h
@@ -229,8 +247,9 @@ def _axes(top: float, inner_h: float, label: str) -> str:
     ]
     for value in ticks:
         y = _PAD - 10 + inner_h * (1 - value / top)
+        shown = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
         parts.append(
             f'<text x="{_PAD - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="#5b6475">{value:.0f}</text>'
+            f'fill="#5b6475">{shown}</text>'
         )
     return "".join(parts)

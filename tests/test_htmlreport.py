@@ -62,7 +62,7 @@ def test_a_run_report_says_what_a_reader_must_know(
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     assert invoke("run", path, "--quiet", "--report", "r", "--limit", "1").exit_code == 0
     page = (Path("r") / "report.html").read_text()
-    assert "not committed (untracked): the commit above does not hold it" in page
+    assert "not committed in git (untracked)" in page
     assert "<b>2</b><span>not reached</span>" in page
 
 
