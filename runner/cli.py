@@ -334,14 +334,19 @@ def _control(
     reason: str | None,
 ) -> int:
     from runner.commands.control import apply, targets_of
+    from runner.inert import terminal
 
     if every == bool(targets):
         raise UsageError("name the campaigns (files, folders or names), or --all, not both")
     if action is not None and not (reason or "").strip():
         raise UsageError("--reason is required: say why, for whoever finds it stopped")
-    for line in apply(targets_of(list(targets), state_given, every), action, reason):
-        click.echo(line)
-    return 0
+    found, problems = targets_of(list(targets), state_given, every)
+    outcome = apply(found, action, reason, problems)
+    for line in outcome.lines:
+        click.echo(terminal(line))
+    for line in outcome.failed:
+        _fail(line)
+    return outcome.exit_code
 
 
 @cli.command()

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from runner import inert
 from runner import schedule as schedule_clock
 from runner.campaign import file_digest
 from runner.errors import CampaignError
@@ -47,10 +48,10 @@ def stopped_words(campaign: str, control: Control) -> str:
         if control.action == "paused"
         else "a cancelled campaign never sends again under this name"
     )
-    return (
-        f"campaign {campaign} was {control.action} by {control.actor} at {when}: "
-        f"{control.reason}; {then}"
-    )
+    # One line, whatever was stored: the words reach CI logs, where a newline could forge a
+    # line of its own (a workflow command).
+    who, why = (" ".join(inert.terminal(t).split()) for t in (control.actor, control.reason))
+    return f"campaign {campaign} was {control.action} by {who} at {when}: {why}; {then}"
 
 
 async def refuse_if_stopped(store: Store, campaign: str) -> None:

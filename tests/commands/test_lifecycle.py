@@ -156,7 +156,7 @@ def test_run_due_runs_only_what_is_due_and_says_where_the_rest_stand(
     )
     campaign(folder, "stopped", server.url, start=300)
     assert invoke("run", folder / "done.yaml", "--quiet").exit_code == 0
-    assert invoke("pause", "stopped", "--reason", "legal review").exit_code == 0
+    assert invoke("pause", folder / "stopped.yaml", "--reason", "legal review").exit_code == 0
     before = len(server.arrivals)
     swept = invoke("run", "--due", folder, "--quiet")
     assert swept.exit_code == 0, swept.output
@@ -169,7 +169,7 @@ def test_run_due_runs_only_what_is_due_and_says_where_the_rest_stand(
     assert nothing.exit_code == 0, nothing.output
     assert "fresh: done: every row settled" in nothing.stderr
     # Resumed, it is due again and a sweep sends it.
-    assert invoke("resume", "stopped").exit_code == 0
+    assert invoke("resume", "stopped").exit_code == 0  # by name: the state knows it now
     assert invoke("run", "--due", folder, "--quiet").exit_code == 0
     assert max(delivered(server).values()) == 1
     assert set(delivered(server)) >= {str(i) for i in range(300, 305)}
@@ -418,3 +418,46 @@ def test_two_watch_workers_share_campaigns_bots_and_a_drain(
     for bot in ("bot1", "bot2"):
         times = [a.t for a in server.arrivals if a.bot == bot]
         assert busiest_window(times) <= 25, bot
+
+
+def test_an_emergency_stop_does_all_it_can_and_says_what_it_could_not(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    folder = tmp_path / "campaigns"
+    for name, start in (("a", 1), ("b", 100), ("c", 200)):
+        campaign(folder, name, server.url, start=start)
+    assert invoke("cancel", folder / "b.yaml", "--reason", "replaced").exit_code == 0
+    (folder / "broken.yaml").write_text("{{{ not yaml")
+    paused = invoke("pause", folder, "--reason", "wrong coupon\n::error::forged line")
+    assert paused.exit_code == 2  # one file could not be read: said, after pausing the rest
+    assert f"{folder / 'broken.yaml'}: no campaign name can be read from this file" in (
+        paused.stderr
+    )
+    assert "b: cancelled already, which is final: left as it is" in paused.stdout
+    found = standings(invoke, folder / "a.yaml", folder / "b.yaml", folder / "c.yaml")
+    assert found == {"a": "paused", "b": "cancelled", "c": "paused"}
+    status = invoke("status", folder / "a.yaml").stdout
+    assert ": wrong coupon ::error::forged line; `campaign resume`" in status
+    assert "\n::error::" not in status + paused.stdout + paused.stderr
+    again = invoke("pause", folder / "a.yaml", "--reason", "someone else")
+    assert again.exit_code == 0
+    assert "a: already paused; kept as it was (campaign a was paused by " in again.stdout
+    assert ": wrong coupon ::error::forged line;" in invoke("status", folder / "a.yaml").stdout
+
+
+def test_a_bare_name_must_be_one_the_state_knows(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    typo = invoke("pause", "sprng-sale", "--reason", "x")
+    assert typo.exit_code == 2
+    assert "sprng-sale: no state at " in typo.stderr
+    assert "knows a campaign of this name; nothing was changed" in typo.stderr
+    for hostile in ("../../tmp/evil", "a" * 300, "-rf"):
+        refused = invoke("pause", "--reason", "x", "--", hostile)
+        assert refused.exit_code == 2, hostile
+        assert "Traceback" not in refused.output
+    assert not (tmp_path / ".campaign-state").exists()  # nothing written anywhere
+    nothing = invoke("pause", "--reason", "x", str(tmp_path / "nowhere" / "*.yaml"))
+    assert nothing.exit_code == 2
+    assert "no campaign files match" in nothing.stderr
