@@ -4,6 +4,7 @@ A campaign outlives any one process: windows, quiet hours, canaries and large au
 it over several runs. Its standing is never stored; it is read off what is:
 
 - ``cancelled`` / ``paused``: a person said so (kept in the state with who, when and why);
+- ``moved``: `campaign state copy` copied its history to another state, which is the true one;
 - ``running``: a run holds the campaign's lock (host, pid, since);
 - ``closed``: ``schedule.not_after`` has passed;
 - ``scheduled``: ``schedule.not_before`` is still ahead;
@@ -43,11 +44,10 @@ class CampaignStopped(CampaignError):
 
 def stopped_words(campaign: str, control: Control) -> str:
     when = datetime.fromtimestamp(control.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    then = (
-        "`campaign resume` makes it due again"
-        if control.action == "paused"
-        else "a cancelled campaign never sends again under this name"
-    )
+    then = {
+        "paused": "`campaign resume` makes it due again",
+        "moved": "run it with the state it was copied to (or `campaign resume` it here)",
+    }.get(control.action, "a cancelled campaign never sends again under this name")
     # One line, whatever was stored: the words reach CI logs, where a newline could forge a
     # line of its own (a workflow command).
     who, why = (" ".join(inert.terminal(t).split()) for t in (control.actor, control.reason))
@@ -265,3 +265,53 @@ def _attention(counts: dict[str, int], path: str) -> list[str]:
             "message twice"
         )
     return notes
+
+
+async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None:
+    """Why running ``campaign`` in the state ``given`` (or the default) would ignore its
+    history, when that state knows nothing of it while another state this repository uses
+    does (recipients, runs, or a pause); None when nothing is elsewhere."""
+    from runner import state
+
+    chosen = state.locate(given, campaign.path, campaign.name, False)
+    if await _known(chosen, campaign.name) is not None:
+        return None
+    for other in state.alternatives(given, campaign.path, campaign.name):
+        found = await _known(other, campaign.name)
+        if found is None:
+            continue
+        sent, control = found
+        what = f"{sent} recipients sent there"
+        if control is not None:
+            what += f", and {stopped_words(campaign.name, control)}"
+        return (
+            f"{campaign.path}: the state {chosen} has no history of campaign {campaign.name}, "
+            f"but {other} has: {what}. Running here would ignore it; nothing was sent. Move "
+            f"the history first: campaign state copy {other} {chosen} (or start again on "
+            "purpose with --fresh-state)"
+        )
+    return None
+
+
+async def _known(location: Any, campaign: str) -> tuple[int, Control | None] | None:
+    """(how many were sent, the pause or cancel) of ``campaign`` in the state at
+    ``location``; None when that state knows nothing of it, or cannot be read."""
+    from runner.secrets import Masker
+    from runner.state.core import open_store
+
+    if location.path is not None and not location.path.is_file():
+        return None
+    try:
+        store = await open_store(location, Masker(location.passwords), readonly=True)
+    except CampaignError:
+        return None
+    try:
+        counts = await store.counts(campaign)
+        control = await store.control(campaign)
+        if not counts and control is None and not await store.runs(campaign, 1):
+            return None
+        return counts.get(Status.SENT, 0), control
+    except CampaignError:
+        return None
+    finally:
+        await store.close()

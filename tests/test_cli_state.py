@@ -266,8 +266,12 @@ def test_state_copy_both_ways_resends_nobody(
         ]
     )
     again = invoke("state", "copy", local, postgres_url)
-    assert again.exit_code == 2
-    assert "already holds campaign test-campaign; nothing was copied" in again.output
+    assert again.exit_code == 2  # the local file says where its history went
+    assert "were copied to another state already, which holds their true history" in again.output
+    stale = invoke("run", path, "--state", local, "--quiet")
+    assert stale.exit_code == 2  # a run on the copied-from state would ignore what came since
+    assert "campaign test-campaign was moved by " in stale.output
+    assert "run it with the state it was copied to" in stale.output
 
 
 async def test_state_copy_refuses_while_a_run_holds_a_campaign(

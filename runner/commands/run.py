@@ -20,13 +20,12 @@ from runner import campaign as campaigns
 from runner import lifecycle, pipeline, plandigest, schedule, secrets, state
 from runner.commands.broadcast import SANDBOX_NOTE, CampaignResult, Pass, say, send
 from runner.commands.plan import PlanResult, plan
-from runner.errors import CampaignError, InvalidCampaign, StateError, UsageError
+from runner.errors import CampaignError, InvalidCampaign, UsageError
 from runner.model import Campaign
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state.core import open_store
 from runner.state.store import IN_FLIGHT_AT_STOP
-from runner.status import Status
 
 
 class Interrupted(CampaignError):
@@ -214,40 +213,11 @@ async def _standings(
 
 async def _refuse_history_elsewhere(loaded: list[Campaign], given: str | None) -> None:
     """A campaign whose chosen state knows nothing of it, while another state this
-    repository uses holds its history, would send its people again: refuse."""
+    repository uses holds its history (or a pause), would send its people again: refuse."""
     for c in loaded:
-        chosen = state.locate(given, c.path, c.name, False)
-        if await _history(chosen, c.name) is not None:
-            continue
-        for other in state.alternatives(given, c.path, c.name):
-            found = await _history(other, c.name)
-            if found:
-                raise HistoryElsewhere(
-                    f"{c.path}: the state {chosen} has no history of campaign {c.name}, but "
-                    f"{other} has: {found} recipients sent there. Running here would send "
-                    f"them again; nothing was sent. Move the history first: campaign state "
-                    f"copy {other} {chosen} (or start again on purpose with --fresh-state)"
-                )
-
-
-async def _history(location: state.Location, campaign: str) -> int | None:
-    """How many the state at ``location`` sent of ``campaign``; None when it has no
-    history (or cannot be read: there is nothing to protect then)."""
-    if location.path is not None and not location.path.is_file():
-        return None
-    try:
-        store = await open_store(location, Masker(location.passwords), readonly=True)
-    except CampaignError:
-        return None
-    try:
-        counts = await store.counts(campaign)
-        if not counts and not await store.runs(campaign, 1):
-            return None
-        return counts.get(Status.SENT, 0)
-    except StateError:
-        return None
-    finally:
-        await store.close()
+        refusal = await lifecycle.history_elsewhere(c, given)
+        if refusal is not None:
+            raise HistoryElsewhere(refusal)
 
 
 def watch(

@@ -11,15 +11,24 @@ than merged: two histories of one campaign cannot both be true.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from runner.errors import StateError
 from runner.secrets import Masker
 from runner.state import Location, same
-from runner.state.core import open_store
+from runner.state.core import actor, open_store
 from runner.state.store import Control, RunRecord, Store
 
 _APART = (".sandbox.sqlite3", ".test.sqlite3")
+MOVED = "moved"
+
+
+def moved_to(target: Location) -> Control:
+    """The mark a copied campaign leaves in its source state."""
+    return Control(
+        MOVED, actor(), time.time(), f"its history was copied to {target}: run it with that state"
+    )
 
 
 def sources(source: Location) -> list[Location]:
@@ -56,6 +65,13 @@ async def _copy_one(source: Location, target: Location) -> dict[str, int]:
         campaigns = await src.campaigns()
         if not campaigns:
             raise StateError(f"{source}: this state holds no campaign; nothing was copied")
+        gone = [c for c in campaigns if (held := await src.control(c)) and held.action == MOVED]
+        campaigns = [c for c in campaigns if c not in gone]
+        if not campaigns:
+            raise StateError(
+                f"{source}: its campaigns ({', '.join(gone)}) were copied to another state "
+                "already, which holds their true history; nothing was copied"
+            )
         taken: list[tuple[str, list[tuple[Any, ...]], list[RunRecord], Control | None]] = []
         for campaign in campaigns:
             await src.lock(campaign)  # refuses while a run of it goes on
@@ -72,6 +88,14 @@ async def _copy_one(source: Location, target: Location) -> dict[str, int]:
             await _write(dst, taken)
         finally:
             await dst.close()
+        # The source now says where the history went: a run there would ignore what is sent
+        # from the copy, and send those people again.
+        marker = await open_store(source, masker)
+        try:
+            for campaign, *_ in taken:
+                await marker.set_control(campaign, moved_to(target))
+        finally:
+            await marker.close()
     finally:
         for campaign in campaigns:
             with contextlib.suppress(StateError):
@@ -86,11 +110,13 @@ async def _write(
     for campaign, _, _, _ in taken:
         await dst.lock(campaign)
     try:
-        present = [
-            campaign
-            for campaign, _, _, _ in taken
-            if await dst.counts(campaign) or await dst.runs(campaign, 1)
-        ]
+        present = []
+        for campaign, _, _, _ in taken:
+            held = await dst.control(campaign)
+            if held is not None and held.action == MOVED:
+                await dst.forget(campaign)  # it comes back to where it had been moved from
+            elif await dst.counts(campaign) or await dst.runs(campaign, 1):
+                present.append(campaign)
         if present:
             raise StateError(
                 f"{dst.location} already holds campaign {', '.join(present)}; nothing was "

@@ -404,6 +404,14 @@ class PostgresStore:
         )
         return [run_record(tuple(r)) for r in found]
 
+    async def forget(self, campaign: str) -> None:
+        await self.execute(
+            "WITH r AS (DELETE FROM campaign_runner_recipients WHERE campaign = $1), "
+            "h AS (DELETE FROM campaign_runner_runs WHERE campaign = $1) "
+            "DELETE FROM campaign_runner_controls WHERE campaign = $1",
+            campaign,
+        )
+
     async def control(self, campaign: str) -> Control | None:
         found = await self.execute(
             "SELECT action, actor, at, reason FROM campaign_runner_controls WHERE campaign = $1",

@@ -406,6 +406,12 @@ class SqliteStore:
         ).fetchall()
         return [run_record(tuple(r)) for r in found]
 
+    async def forget(self, campaign: str) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        for table in ("recipients", "runs", "controls", "folded_runs"):
+            self._db.execute(f"DELETE FROM {table} WHERE campaign = ?", (campaign,))
+        self._db.execute("COMMIT")
+
     async def control(self, campaign: str) -> Control | None:
         found = self._db.execute(
             "SELECT action, actor, at, reason FROM controls WHERE campaign = ?", (campaign,)

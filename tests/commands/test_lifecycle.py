@@ -334,6 +334,7 @@ def test_history_in_another_state_is_never_ignored(
         in refused.stderr
     )
     assert f"campaign state copy {local} {postgres_url}" in refused.stderr
+    assert "Running here would ignore it; nothing was sent" in refused.stderr
     assert len(server.arrivals) == 20
     # The reverse: the history in the database named by CAMPAIGN_STATE, a run on a file.
     other = campaign(tmp_path, "shared", server.url, rows=5, start=100)
@@ -461,3 +462,33 @@ def test_a_bare_name_must_be_one_the_state_knows(
     nothing = invoke("pause", "--reason", "x", str(tmp_path / "nowhere" / "*.yaml"))
     assert nothing.exit_code == 2
     assert "no campaign files match" in nothing.stderr
+
+
+def test_a_pause_or_a_move_in_the_other_state_is_never_ignored(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "held", server.url, rows=6)
+    assert invoke("pause", path, "--reason", "leaked token").exit_code == 0  # the local file
+    refused = invoke("run", path, "--state", postgres_url, "--quiet")
+    assert refused.exit_code == 2
+    assert "campaign held was paused by " in refused.stderr
+    assert ": leaked token;" in refused.stderr
+    assert server.arrivals == []
+    # Moved: the copy is the true history; the state it came from refuses, and it can return.
+    assert invoke("resume", path).exit_code == 0
+    assert invoke("run", path, "--limit", "2", "--quiet").exit_code == 0
+    local = tmp_path / ".campaign-state" / "held.sqlite3"
+    assert invoke("state", "copy", local, postgres_url).exit_code == 0
+    assert standings(invoke, path) == {"held": "moved"}
+    assert invoke("run", path, "--quiet").exit_code == 2
+    assert invoke("run", path, "--state", postgres_url, "--limit", "2", "--quiet").exit_code == 0
+    back = invoke("state", "copy", postgres_url, local)
+    assert back.exit_code == 0, back.output
+    assert invoke("run", path, "--quiet").exit_code == 0  # the rest, from the file again
+    counts = delivered(server)
+    assert len(counts) == 6
+    assert max(counts.values()) == 1
