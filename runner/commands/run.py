@@ -76,7 +76,11 @@ def run(
     if options.watch:
         return watch(targets, options, on_pass or (lambda _: None))
     paths = campaigns.expand(targets)
-    loaded = _load_all(paths, options.outside_repo)
+    broken: list[str] = []  # --due: campaigns that cannot run, each said; the rest still run
+    if options.due:
+        loaded, broken = _load_each(paths, options.outside_repo)
+    else:
+        loaded = _load_all(paths, options.outside_repo)
     if options.to and (
         len(loaded) != 1 or options.dry_run or options.plan or options.limit or options.due
     ):
@@ -113,10 +117,13 @@ def run(
     next_due = None
     if options.due:
         loaded, lines, next_due = _run_due(loaded, options)
-        for line in lines:
+        loaded, cannot = _prechecked(loaded, options, counted)
+        broken += cannot
+        for line in lines + broken:
             say(line)
         if not loaded:
-            return RunResult([], 0, options.sandbox, lines=lines, next_due=next_due)
+            code = 2 if broken else 0
+            return RunResult([], code, options.sandbox, lines=lines + broken, next_due=next_due)
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
     if not (options.sandbox or options.to or options.fresh_state):
@@ -138,12 +145,59 @@ def run(
         )
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             done = runner.run(send(loaded, endpoints, this))
-        result = _result(done, options.sandbox, lines, next_due)
+        result = _result(done, options.sandbox, lines + broken, next_due)
+        if broken and result.exit_code in (0, 1):
+            result.exit_code = 2  # the sweep ran the rest; the broken ones need a person
         sent_so_far += sum(r.summary["counts"]["sent"] for r in result.results)
         opens = _next_opening(result, loaded) if options.wait else None
         if opens is None or (options.limit is not None and sent_so_far >= options.limit):
             return result
         _wait_until(opens, result)
+
+
+def _load_each(paths: list[Path], outside_repo: bool) -> tuple[list[Campaign], list[str]]:
+    """For a sweep: every campaign that loads, and a line for each that does not (or whose
+    name another file also takes), so that one broken file never holds the others back."""
+    loaded: list[Campaign] = []
+    broken: list[str] = []
+    for path in paths:
+        try:
+            loaded.append(campaigns.load(path, outside_repo=outside_repo))
+        except InvalidCampaign as exc:
+            first = str(exc.problems[0]) if exc.problems else str(exc)
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            broken.append(f"{path}: invalid, passed over: {first}{more}; see campaign validate")
+    names = [c.name for c in loaded]
+    twice = {n for n in names if names.count(n) > 1}
+    for c in loaded:
+        if c.name in twice:
+            broken.append(
+                f"{c.path}: the name {c.name!r} is taken by another file too; passed over"
+            )
+    return [c for c in loaded if c.name not in twice], broken
+
+
+def _prechecked(
+    loaded: list[Campaign], options: RunOptions, counted: dict[str, pipeline.InvalidRows]
+) -> tuple[list[Campaign], list[str]]:
+    """For a sweep: the due campaigns that can start, each checked on its own (secrets, the
+    history elsewhere, the window, invalid rows), and a line for each that cannot."""
+    ready: list[Campaign] = []
+    cannot: list[str] = []
+    for c in loaded:
+        try:
+            if not options.sandbox:
+                pipeline.endpoint(c, strict=True)
+            if not (options.sandbox or options.fresh_state):
+                asyncio.run(_refuse_history_elsewhere([c], options.state))
+            c.schedule.check_window(schedule.now())
+            masked = pipeline.endpoint(c, strict=False, token=MASK)
+            counted[c.name] = pipeline.check_invalid(c, masked)
+        except CampaignError as exc:
+            cannot.append(f"{c.name}: passed over: {exc}")
+            continue
+        ready.append(c)
+    return ready, cannot
 
 
 def _result(done: Pass, sandbox: bool, lines: list[str], next_due: float | None) -> RunResult:

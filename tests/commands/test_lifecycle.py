@@ -492,3 +492,27 @@ def test_a_pause_or_a_move_in_the_other_state_is_never_ignored(
     counts = delivered(server)
     assert len(counts) == 6
     assert max(counts.values()) == 1
+
+
+def test_one_broken_campaign_never_holds_a_sweep_back(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    folder = tmp_path / "campaigns"
+    campaign(folder, "good", server.url, start=1)
+    (folder / "broken.yaml").write_text("version: 1\nname: broken\nbot: {api: v9}\n")
+    twin = campaign(folder, "twin", server.url, start=100)
+    (folder / "twin-copy.yaml").write_text(twin.read_text())
+    lacking = campaign(folder, "lacking", server.url, start=200)
+    lacking.write_text(lacking.read_text().replace("${TEST_TOKEN}", "${NOT_SET_HERE}"))
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    swept = invoke("run", "--due", folder, "--quiet")
+    assert swept.exit_code == 2  # a person must look at the broken ones...
+    assert sorted(a.recipient for a in server.arrivals) == ["1", "2", "3", "4", "5"]  # ...not wait
+    assert f"{folder / 'broken.yaml'}: invalid, passed over: " in swept.stderr
+    assert "the name 'twin' is taken by another file too; passed over" in swept.stderr
+    assert "lacking: passed over: " in swept.stderr
+    assert "NOT_SET_HERE is not set" in swept.stderr
