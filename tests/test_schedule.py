@@ -222,6 +222,42 @@ def test_limit_with_wait_sends_at_most_n_in_all(
     assert {a.recipient for a in server.arrivals} >= {"5", "6"}
 
 
+def test_a_pause_reaches_a_run_waiting_for_quiet_hours(
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Callable[..., Result],
+) -> None:
+    import runner.schedule
+    from runner.commands.run import PausedWhileWaiting, RunOptions, run
+
+    server = mock()
+    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}
+    path = write(
+        tmp_path,
+        server.url,
+        '  timezone: UTC\n  quiet_hours: {start: "21:00", end: "23:00"}',
+        people="id,tz\n1,UTC\n2,UTC\n",
+    )
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 3:  # a few polls into the wait, someone pauses it elsewhere
+            assert invoke("pause", path, "--reason", "wrong coupon").exit_code == 0
+        clock["now"] += timedelta(seconds=seconds)
+
+    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
+    monkeypatch.setattr(runner.schedule, "sleep", sleep)
+    with pytest.raises(PausedWhileWaiting) as stopped:
+        run([str(path)], RunOptions(quiet=True, wait=True, report=Path("w")))
+    assert stopped.value.exit_code == 3
+    assert "campaign sale was paused by " in str(stopped.value)
+    assert str(stopped.value).endswith("stopped waiting: 2 deferred recipients not sent")
+    assert max(slept) <= 2.0  # it looked at least every two seconds
+    assert server.arrivals == []
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_while_waiting_for_quiet_hours_exits_130(
     tmp_path: Path, sig: str

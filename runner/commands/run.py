@@ -20,12 +20,16 @@ from runner import campaign as campaigns
 from runner import lifecycle, pipeline, plandigest, schedule, secrets, state
 from runner.commands.broadcast import SANDBOX_NOTE, CampaignResult, Pass, say, send
 from runner.commands.plan import PlanResult, plan
-from runner.errors import CampaignError, InvalidCampaign, UsageError
+from runner.errors import CampaignError, InvalidCampaign, RunAborted, UsageError
 from runner.model import Campaign
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state.core import open_store
 from runner.state.store import IN_FLIGHT_AT_STOP
+
+
+class PausedWhileWaiting(RunAborted):
+    """Someone paused or cancelled a campaign while `run --wait` waited for it (exit 3)."""
 
 
 class Interrupted(CampaignError):
@@ -152,7 +156,7 @@ def run(
         opens = _next_opening(result, loaded) if options.wait else None
         if opens is None or (options.limit is not None and sent_so_far >= options.limit):
             return result
-        _wait_until(opens, result)
+        _wait_until(opens, result, loaded, options.state)
 
 
 def _load_each(paths: list[Path], outside_repo: bool) -> tuple[list[Campaign], list[str]]:
@@ -318,7 +322,29 @@ def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
     return opens
 
 
-def _wait_until(opens: datetime, result: RunResult) -> None:
+WAIT_POLL = 2.0  # seconds between looks for a pause while --wait waits
+
+
+async def _stopped(loaded: list[Campaign], given: str | None) -> str | None:
+    """The words of a pause or cancel on any of ``loaded``, if one came."""
+    for c in loaded:
+        location = state.locate(given, c.path, c.name, False)
+        try:
+            store = await open_store(location, Masker(location.passwords))
+        except CampaignError:
+            continue  # the run itself will say what is wrong with its state
+        try:
+            control = await store.control(c.name)
+        finally:
+            await store.close()
+        if control is not None:
+            return lifecycle.stopped_words(c.name, control)
+    return None
+
+
+def _wait_until(
+    opens: datetime, result: RunResult, loaded: list[Campaign], given: str | None
+) -> None:
     """Sleep until ``opens``, saying who opens when (Ctrl-C or SIGTERM ends the wait with
     exit 130, saying who is still deferred)."""
     deferred = sum(r.summary["counts"]["deferred"] for r in result.results)
@@ -334,7 +360,13 @@ def _wait_until(opens: datetime, result: RunResult) -> None:
             f"({'; '.join(by_opening)}); Ctrl-C stops waiting"
         )
         while (left := (opens - schedule.now()).total_seconds()) > 0:
-            schedule.sleep(min(left, 60.0))
+            schedule.sleep(min(left, WAIT_POLL))
+            stopped = asyncio.run(_stopped(loaded, given))
+            if stopped is not None:  # a pause reaches a waiting run as it does a sending one
+                raise PausedWhileWaiting(
+                    f"{stopped}; stopped waiting: {deferred} deferred recipient"
+                    f"{'s' if deferred != 1 else ''} not sent"
+                )
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted while waiting: {deferred} deferred recipient"
