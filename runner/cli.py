@@ -219,9 +219,7 @@ def plan(
 @click.option(
     "--every",
     metavar="DURATION",
-    default="60s",
-    show_default=True,
-    help="With --watch: look at least this often.",
+    help="With --watch: look at least this often (default 60s).",
 )
 @click.option(
     "--fresh-state",
@@ -246,7 +244,7 @@ def run(
     due: bool,
     max_duration: str | None,
     watch: bool,
-    every: str,
+    every: str | None,
     fresh_state: bool,
     quiet: bool,
     outside_repo: bool,
@@ -260,6 +258,8 @@ def run(
     from runner.commands.run import RunOptions, RunResult, parse_duration, text
     from runner.commands.run import run as broadcast
 
+    if every is not None and not watch:
+        raise UsageError("--every goes with --watch (how often a worker looks)")
     if (watch or due) and (to or plan_file or dry_run):
         raise UsageError(
             "--due and --watch run campaigns as they stand: not with --to, --plan or --dry-run"
@@ -278,9 +278,9 @@ def run(
         to=to,
         wait=wait,
         due=due,
-        max_duration=parse_duration(max_duration) if max_duration else None,
+        max_duration=None if max_duration is None else parse_duration(max_duration),
         watch=watch,
-        every=parse_duration(every),
+        every=parse_duration(every or "60s"),
         fresh_state=fresh_state,
     )
 

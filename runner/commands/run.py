@@ -229,6 +229,9 @@ def _span(seconds: float) -> str:
     return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
 
 
+MAX_DURATION = 30 * 86400.0  # seconds: past this a duration is a typo, not a plan
+
+
 def parse_duration(text: str) -> float:
     """``5h30m``, ``90m``, ``45s``, ``1h`` or plain seconds, as seconds."""
     import re
@@ -240,6 +243,8 @@ def parse_duration(text: str) -> float:
     seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
     if seconds <= 0:
         raise UsageError(f"{text!r}: a duration must be longer than nothing")
+    if seconds > MAX_DURATION:
+        raise UsageError(f"{text!r}: a duration is at most {MAX_DURATION // 86400:.0f} days")
     return seconds
 
 

@@ -516,3 +516,21 @@ def test_one_broken_campaign_never_holds_a_sweep_back(
     assert "the name 'twin' is taken by another file too; passed over" in swept.stderr
     assert "lacking: passed over: " in swept.stderr
     assert "NOT_SET_HERE is not set" in swept.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--watch", "--every", "99999999999h"], "'99999999999h': a duration is at most 30 days"),
+        (["--every", "5s"], "--every goes with --watch (how often a worker looks)"),
+        (["--max-duration", ""], "'': a duration is written like 5h30m, 90m, 45s or 3600"),
+        (["--max-duration", "0s"], "'0s': a duration must be longer than nothing"),
+    ],
+)
+def test_durations_that_cannot_be_meant_are_refused(
+    invoke: Callable[..., Result], tmp_path: Path, args: list[str], said: str
+) -> None:
+    path = campaign(tmp_path, "d", "http://127.0.0.1:9")
+    result = invoke("run", path, *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == said
