@@ -202,8 +202,9 @@ async def standing(store: Store, campaign: Campaign, now: float | None = None) -
         why = f"running on host {holder.host} (pid {holder.pid}) since {holder.since}"
         going = await store.runs(name, 1)
         progress = going[0].facts.get("progress") if going and going[0].finished is None else None
-        if progress:
-            why += ": " + ", ".join(f"{n} {status}" for status, n in progress.items() if n)
+        shown = ", ".join(f"{n} {status}" for status, n in (progress or {}).items() if n)
+        if shown:
+            why += f": {shown} so far"
         return made("running", why)
     if schedule.not_after is not None and now >= schedule.not_after.timestamp():
         left = counts.get("unsent", 0) + deferred + int(facts.get("remaining") or 0)

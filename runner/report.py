@@ -62,10 +62,10 @@ def run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")[:-4] + "Z"
 
 
-def default_folder(root: Path, campaign: str, kind: str) -> Path:
+def default_folder(root: Path, campaign: str, kind: str, rid: str | None = None) -> Path:
     """``ROOT/reports/<name>/<kind>-<run id>``; a real run's is ``.../<name>/<run id>``."""
     prefix = "" if kind == "run" else f"{kind}-"
-    return root / "reports" / campaign / f"{prefix}{run_id()}"
+    return root / "reports" / campaign / f"{prefix}{rid or run_id()}"
 
 
 class ReportWriter:

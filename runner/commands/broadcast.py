@@ -138,7 +138,7 @@ async def _broadcast(
                 continue
             say(f"{c.name}: state {location}")
             plans.append((c, target, location, opened))
-        writers = [_writer(c, options, mode, len(loaded)) for c, *_ in plans]
+        writers = [_writer(c, options, mode, len(loaded), rid) for c, *_ in plans]
         jobs = [
             _job(c, target, opened, writer, options, chosen.get(c.name), masker)
             for (c, target, _, opened), writer in zip(plans, writers, strict=True)
@@ -179,9 +179,9 @@ async def _broadcast(
     return Pass(results, passed_over)
 
 
-def _writer(c: Campaign, options: RunOptions, mode: str, count: int) -> ReportWriter:
+def _writer(c: Campaign, options: RunOptions, mode: str, count: int, rid: str) -> ReportWriter:
     given = options.report if count == 1 or options.report is None else options.report / c.name
-    folder = given or default_folder(repository.root(c.path), c.name, mode)
+    folder = given or default_folder(repository.root(c.path), c.name, mode, rid)
     return ReportWriter(folder, audience.header(c.audience))
 
 

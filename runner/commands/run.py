@@ -117,6 +117,11 @@ def run(
         return RunResult([], 0, options.sandbox, plans)
     if options.to:  # a test send is not the broadcast: no window, no quiet hours
         loaded = [dataclasses.replace(c, schedule=Schedule()) for c in loaded]
+        # ... but a cancelled campaign is over, for a test too (a pause is not: testing a fix
+        # is what a paused campaign is for).
+        words = asyncio.run(_stopped(loaded, options.state, only="cancelled"))
+        if words is not None:
+            raise lifecycle.CampaignStopped(f"{words}. Nothing was sent")
     lines: list[str] = []
     next_due = None
     if options.due:
@@ -330,8 +335,11 @@ def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
 WAIT_POLL = 2.0  # seconds between looks for a pause while --wait waits
 
 
-async def _stopped(loaded: list[Campaign], given: str | None) -> str | None:
-    """The words of a pause or cancel on any of ``loaded``, if one came."""
+async def _stopped(
+    loaded: list[Campaign], given: str | None, only: str | None = None
+) -> str | None:
+    """The words of a pause or cancel (``only`` one of them) on any of ``loaded``, if one
+    came."""
     for c in loaded:
         location = state.locate(given, c.path, c.name, False)
         try:
@@ -342,7 +350,7 @@ async def _stopped(loaded: list[Campaign], given: str | None) -> str | None:
             control = await store.control(c.name)
         finally:
             await store.close()
-        if control is not None:
+        if control is not None and only in (None, control.action):
             return lifecycle.stopped_words(c.name, control)
     return None
 
@@ -459,7 +467,8 @@ def text(result: RunResult) -> str:
                 f"`campaign run --due {r.campaign.path}` continues"
             )
         elif s.get("not_reached"):
-            lines.append(f"  {s['not_reached']} rows not reached: run again to continue")
+            then = "`campaign resume`, then run again" if s.get("paused") else "run again"
+            lines.append(f"  {s['not_reached']} rows not reached: {then} to continue")
         if n["deferred"] and s.get("deferred_until"):
             lines.append(
                 f"  {n['deferred']} deferred (their quiet hours): the first open at "

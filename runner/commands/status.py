@@ -70,6 +70,13 @@ def status(
             loaded.append(campaigns.load(path, outside_repo=outside_repo))
         except InvalidCampaign as exc:
             problems += [str(p) for p in exc.problems]
+    names = [c.name for c in loaded]
+    for c in loaded:
+        if names.count(c.name) > 1:
+            problems.append(
+                f"{c.path}: the name {c.name!r} is taken by another file too: they share one "
+                "state, and a run refuses them together"
+            )
     result = asyncio.run(_read(loaded, state_given, sandbox, problems))
     if result.detail is not None:
         c = loaded[0]
@@ -171,7 +178,8 @@ def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
         for r in detail.runs:
             lines.append(
                 f"  {r['run_id']}  {r['started']} -> {r['finished'] or 'did not finish'}  "
-                f"{r['host']} {inert.terminal(r['actor'])}  {r['mode']}  exit {r['exit_code']}  "
+                f"{r['host']} {inert.terminal(r['actor'])}  {r['mode']}  "
+                f"{'exit ' + str(r['exit_code']) if r['exit_code'] is not None else 'no exit'}  "
                 + ", ".join(f"{v} {k}" for k, v in r["counts"].items())
             )
     missing = report["not_delivered"]

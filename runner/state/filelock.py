@@ -42,7 +42,7 @@ class CampaignLock:
         handle.truncate()
         handle.write(
             f"host {socket.gethostname()} pid {os.getpid()} "
-            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
         )
         handle.flush()
         self._handle = handle

@@ -534,3 +534,22 @@ def test_durations_that_cannot_be_meant_are_refused(
     result = invoke("run", path, *args)
     assert result.exit_code == 2
     assert result.stderr.strip() == said
+
+
+def test_small_things_a_new_user_noticed(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "small", server.url)
+    assert invoke("run", path, "--quiet").exit_code == 0
+    (folder,) = (tmp_path / "reports" / "small").iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["run_id"] == folder.name  # one id for the run, its history and its folder
+    assert f"  {folder.name}  " in invoke("status", path).stdout
+    assert invoke("cancel", path, "--reason", "over").exit_code == 0
+    test = invoke("run", path, "--to", "1", "--quiet")
+    assert test.exit_code == 2  # a cancelled campaign is over, for a test send too
+    assert "campaign small was cancelled by " in test.stderr
+    (tmp_path / "copy.yaml").write_text(path.read_text())
+    twice = invoke("status", path, tmp_path / "copy.yaml")
+    assert "the name 'small' is taken by another file too" in twice.output
