@@ -425,7 +425,9 @@ def state_copy(source: str, target: str) -> int:
     from runner.state.copy import copy
 
     src, dst = location(source), location(target)
-    copied = asyncio.run(copy(src, dst))
+    copied, notes = asyncio.run(copy(src, dst))
+    for note in notes:
+        click.echo(note, err=True)
     for campaign, n in copied.items():
         click.echo(f"{campaign}: {n} recipients copied")
     click.echo(

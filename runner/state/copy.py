@@ -45,76 +45,97 @@ def sources(source: Location) -> list[Location]:
     return found
 
 
-async def copy(source: Location, target: Location) -> dict[str, int]:
-    """Copy every campaign of ``source`` into ``target``; recipients copied per campaign."""
-    copied: dict[str, int] = {}
-    for one in sources(source):
-        copied.update(await _copy_one(one, target))
-    return copied
+Taken = tuple[str, list[tuple[Any, ...]], list[RunRecord], Control | None]
 
 
-async def _copy_one(source: Location, target: Location) -> dict[str, int]:
-    if same(source, target):
-        raise StateError(f"{source} and {target} are the same state: nothing to copy")
-    if source.path is not None and not source.path.is_file():
-        raise StateError(f"{source.path}: no such state file")
+async def copy(source: Location, target: Location) -> tuple[dict[str, int], list[str]]:
+    """Copy every campaign of ``source`` (a state, or a folder of them) into ``target``, all
+    of them or none: recipients copied per campaign, and notes on what was passed over (a
+    file of the folder that holds nothing)."""
     masker = Masker([*source.passwords, *target.passwords])
-    src = await open_store(source, masker, readonly=True)
-    campaigns: list[str] = []
+    opened: list[tuple[Location, Store, list[str]]] = []
+    notes: list[str] = []
+    taken: list[tuple[Location, Taken]] = []
+    folder = source.path is not None and source.path.is_dir()
     try:
-        campaigns = await src.campaigns()
-        if not campaigns:
-            raise StateError(f"{source}: this state holds no campaign; nothing was copied")
-        gone = [c for c in campaigns if (held := await src.control(c)) and held.action == MOVED]
-        campaigns = [c for c in campaigns if c not in gone]
-        if not campaigns:
-            raise StateError(
-                f"{source}: its campaigns ({', '.join(gone)}) were copied to another state "
-                "already, which holds their true history; nothing was copied"
-            )
-        taken: list[tuple[str, list[tuple[Any, ...]], list[RunRecord], Control | None]] = []
-        for campaign in campaigns:
-            await src.lock(campaign)  # refuses while a run of it goes on
-            taken.append(
-                (
-                    campaign,
-                    await src.rows(campaign),
-                    await src.runs(campaign),
-                    await src.control(campaign),
-                )
-            )
+        for one in sources(source):
+            if same(one, target):
+                raise StateError(f"{one} and {target} are the same state: nothing to copy")
+            if one.path is not None and not one.path.is_file():
+                raise StateError(f"{one.path}: no such state file")
+            src = await open_store(one, masker, readonly=True)
+            locked: list[str] = []
+            opened.append((one, src, locked))
+            found = await _take(one, src, locked)
+            if isinstance(found, str):
+                if not folder:
+                    raise StateError(f"{found}; nothing was copied")
+                notes.append(f"{found}: passed over")
+                continue
+            taken += [(one, t) for t in found]
+        if not taken:
+            raise StateError(f"{source}: no campaign to copy; nothing was copied")
         dst = await open_store(target, masker)
         try:
-            await _write(dst, taken)
+            await _write(dst, [t for _, t in taken])
         finally:
             await dst.close()
-        # The source now says where the history went: a run there would ignore what is sent
-        # from the copy, and send those people again.
-        marker = await open_store(source, masker)
-        try:
-            for campaign, *_ in taken:
-                await marker.set_control(campaign, moved_to(target))
-        finally:
-            await marker.close()
+        # Each source now says where the history went: a run there would ignore what is
+        # sent from the copy, and send those people again.
+        for one, _, _ in opened:
+            mine = [t[0] for where, t in taken if where == one]
+            if mine:
+                marker = await open_store(one, masker)
+                try:
+                    for campaign in mine:
+                        await marker.set_control(campaign, moved_to(target))
+                finally:
+                    await marker.close()
     finally:
-        for campaign in campaigns:
-            with contextlib.suppress(StateError):
-                await src.unlock(campaign)
-        await src.close()
-    return {campaign: len(rows) for campaign, rows, _, _ in taken}
+        for _, src, locked in opened:
+            for campaign in locked:
+                with contextlib.suppress(StateError):
+                    await src.unlock(campaign)
+            await src.close()
+    return {t[0]: len(t[1]) for _, t in taken}, notes
 
 
-async def _write(
-    dst: Store, taken: list[tuple[str, list[tuple[Any, ...]], list[RunRecord], Control | None]]
-) -> None:
+async def _take(source: Location, src: Store, locked: list[str]) -> list[Taken] | str:
+    """Every campaign of one state, locked (a run going on is refused); or why there is none."""
+    campaigns = await src.campaigns()
+    if not campaigns:
+        return f"{source}: this state holds no campaign"
+    gone = [c for c in campaigns if (held := await src.control(c)) and held.action == MOVED]
+    campaigns = [c for c in campaigns if c not in gone]
+    if not campaigns:
+        return (
+            f"{source}: its campaigns ({', '.join(gone)}) were copied to another state already, "
+            "which holds their true history"
+        )
+    found: list[Taken] = []
+    for campaign in campaigns:
+        await src.lock(campaign)  # refuses while a run of it goes on
+        locked.append(campaign)
+        found.append(
+            (
+                campaign,
+                await src.rows(campaign),
+                await src.runs(campaign),
+                await src.control(campaign),
+            )
+        )
+    return found
+
+
+async def _write(dst: Store, taken: list[Taken]) -> None:
     for campaign, _, _, _ in taken:
         await dst.lock(campaign)
     try:
-        present = []
+        present, returning = [], []
         for campaign, _, _, _ in taken:
             held = await dst.control(campaign)
             if held is not None and held.action == MOVED:
-                await dst.forget(campaign)  # it comes back to where it had been moved from
+                returning.append(campaign)  # back to where it had been moved from
             elif await dst.counts(campaign) or await dst.runs(campaign, 1):
                 present.append(campaign)
         if present:
@@ -122,6 +143,8 @@ async def _write(
                 f"{dst.location} already holds campaign {', '.join(present)}; nothing was "
                 "copied (two histories of one campaign cannot be merged)"
             )
+        for campaign in returning:
+            await dst.forget(campaign)
         await dst.insert(
             [r for _, rows, _, _ in taken for r in rows],
             [(campaign, run) for campaign, _, runs, _ in taken for run in runs],

@@ -50,7 +50,7 @@ def test_a_state_with_brackets_in_its_name_is_copied_with_its_journal(tmp_path: 
 
     asyncio.run(crash())
     target = Location(path=tmp_path / "copy.sqlite3")
-    assert asyncio.run(copy(source, target)) == {"c": 2}
+    assert asyncio.run(copy(source, target)) == ({"c": 2}, [])
     with pytest.raises(Exception, match="same state"):
         asyncio.run(copy(target, Location(path=tmp_path / "x" / ".." / "copy.sqlite3")))
 
@@ -99,3 +99,31 @@ def test_copying_a_state_that_holds_nothing_says_so(tmp_path: Path) -> None:
     sqlite3.connect(empty).close()
     with pytest.raises(StateError, match="this state holds no campaign; nothing was copied"):
         asyncio.run(copy(Location(path=empty), Location(path=tmp_path / "to.sqlite3")))
+
+
+def test_a_folder_is_copied_all_or_nothing_passing_over_empty_files(tmp_path: Path) -> None:
+    import sqlite3
+
+    from runner.errors import StateError
+    from runner.state.core import read_status
+
+    folder = tmp_path / ".campaign-state"
+
+    async def write(name: str, where: Location) -> None:
+        run = await open_run(where, name, "r1")
+        await run.claim("u1", 1)
+        run.record("u1", Status.SENT, 1, 200, None, None)
+        await run.close()
+
+    for name in ("a", "b"):
+        asyncio.run(write(name, Location(path=folder / f"{name}.sqlite3")))
+    sqlite3.connect(folder / "stray.sqlite3").close()  # left by a resume of a typo, say
+    taken = Location(path=tmp_path / "taken.sqlite3")
+    asyncio.run(write("b", taken))
+    with pytest.raises(StateError, match="already holds campaign b; nothing was copied"):
+        asyncio.run(copy(Location(path=folder), taken))
+    with pytest.raises(StateError, match="no state yet for campaign a"):
+        asyncio.run(read_status(taken, "a"))  # nothing of the folder went in
+    copied, notes = asyncio.run(copy(Location(path=folder), Location(path=tmp_path / "new.db")))
+    assert copied == {"a": 1, "b": 1}
+    assert notes == [f"{folder / 'stray.sqlite3'}: this state holds no campaign: passed over"]
