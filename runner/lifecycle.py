@@ -9,6 +9,8 @@ it over several runs. Its standing is never stored; it is read off what is:
 - ``closed``: ``schedule.not_after`` has passed;
 - ``scheduled``: ``schedule.not_before`` is still ahead;
 - ``new``: no run yet (a sweep runs it: everything in it is due);
+- ``elsewhere``: new to this state, but another state this repository uses holds its history
+  (or a pause): a run here refuses until it is moved;
 - ``due``: something can be sent now: the campaign file or its audience changed since the
   last run (rows added), recipients are unsent, the last run left rows (a limit, a budget, a
   stop, a crash), or deferred recipients' hour has come;
@@ -316,3 +318,15 @@ async def _known(location: Any, campaign: str) -> tuple[int, Control | None] | N
         return None
     finally:
         await store.close()
+
+
+async def seen_from(found: Standing, campaign: Campaign, given: str | None) -> Standing:
+    """``found`` as the repository sees it: a campaign new to the chosen state whose history
+    (or pause) is in another state this repository uses stands ``elsewhere``."""
+    if found.state != "new":
+        return found
+    refusal = await history_elsewhere(campaign, given)
+    if refusal is None:
+        return found
+    why = refusal.split(": ", 1)[1].replace("Running here would ignore it; nothing was sent. ", "")
+    return replace(found, state="elsewhere", why=f"elsewhere: {why}", next_due=None)

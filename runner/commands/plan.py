@@ -151,7 +151,7 @@ def plan(
             "plan_file": str(out) if out else None,
             "samples": samples[:3],  # for the job summary: messages a reviewer can read
             "window": _window(campaign),
-            "run_blockers": [] if sandbox else _blockers(campaign, location),
+            "run_blockers": [] if sandbox else _blockers(campaign, location, state),
         },
         title=f"Plan: {campaign.name}",
     )
@@ -210,7 +210,7 @@ def text(result: PlanResult) -> str:
     return "\n".join(lines)
 
 
-def _blockers(campaign: Campaign, location: states.Location) -> list[str]:
+def _blockers(campaign: Campaign, location: states.Location, given: str | None) -> list[str]:
     """What would make `run` refuse here and now, besides invalid rows: the window, a secret
     this machine lacks, the state (unreachable, a run holding it, a pause)."""
     found = []
@@ -224,6 +224,9 @@ def _blockers(campaign: Campaign, location: states.Location) -> list[str]:
             if not os.environ.get(name):
                 found.append(f"{name} is not set here (run reads it from the environment)")
     found += asyncio.run(_state_blockers(campaign.name, location))
+    elsewhere = asyncio.run(lifecycle.history_elsewhere(campaign, given))
+    if elsewhere is not None:
+        found.append(elsewhere.split(": ", 1)[1])
     return found
 
 

@@ -273,9 +273,10 @@ async def _standings(
         location = state.locate(given, c.path, c.name, sandbox)
         store = await open_store(location, Masker(location.passwords), readonly=True)
         try:
-            found.append(await lifecycle.standing(store, c))
+            standing = await lifecycle.standing(store, c)
         finally:
             await store.close()
+        found.append(standing if sandbox else await lifecycle.seen_from(standing, c, given))
     return found
 
 

@@ -95,7 +95,8 @@ async def _read(
         location = state.locate(given, c.path, c.name, sandbox)
         store = await open_store(location, Masker(location.passwords), readonly=True)
         try:
-            standings.append(await lifecycle.standing(store, c, now))
+            found = await lifecycle.standing(store, c, now)
+            standings.append(await lifecycle.seen_from(found, c, None if sandbox else given))
             if len(loaded) == 1 and not problems:
                 runs = await store.runs(c.name, HISTORY)
                 detail = Detail(

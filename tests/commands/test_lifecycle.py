@@ -336,6 +336,11 @@ def test_history_in_another_state_is_never_ignored(
     assert f"campaign state copy {local} {postgres_url}" in refused.stderr
     assert "Running here would ignore it; nothing was sent" in refused.stderr
     assert len(server.arrivals) == 20
+    # status and plan tell the same before anyone tries.
+    assert standings(invoke, path, "--state", postgres_url) == {"moved": "elsewhere"}
+    planned = invoke("plan", path, "--state", postgres_url).stdout
+    assert "  run would start: no, not here and now:" in planned
+    assert f"but {local} has: 20 recipients sent there" in planned
     # The reverse: the history in the database named by CAMPAIGN_STATE, a run on a file.
     other = campaign(tmp_path, "shared", server.url, rows=5, start=100)
     monkeypatch.setenv("CAMPAIGN_STATE", postgres_url)
