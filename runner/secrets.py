@@ -86,6 +86,7 @@ def encodings(secret: str) -> set[str]:
     return forms
 
 
+_REMEMBERED = 4096  # distinct texts a masker remembers having masked
 GRAM = 6  # consecutive characters of a secret never shown, in any mix of encodings
 HEAD = GRAM  # (the first GRAM characters are one such run)
 _HEX = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -136,6 +137,7 @@ class Masker:
     a secret are ever shown. Mask before shortening a text, never after."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._seen: dict[str, str] = {}
         self._grams: dict[int, set[str]] = {}
         for secret in {*secrets, *_RESOLVED}:
             units = _secret_units(secret)
@@ -154,6 +156,15 @@ class Masker:
     def __call__(self, text: str) -> str:
         if not self._grams or not text:
             return text
+        # An API's words repeat ("ok", "user blocked the bot"): each text is read once.
+        done = self._seen.get(text)
+        if done is None:
+            done = self._mask(text)
+            if len(self._seen) < _REMEMBERED:
+                self._seen[text] = done
+        return done
+
+    def _mask(self, text: str) -> str:
         units, spans = _units(text)
         covered: list[tuple[int, int]] = []
         for size, grams in self._grams.items():

@@ -300,10 +300,11 @@ class _Sampling:
         self._masker = masker
 
     async def send(self, request: Request, written: Callable[[], None]) -> Attempt:
-        if len(self._kept) < self.KEPT:
-            shown = request.for_report()
-            shown["url"] = self._masker(shown["url"])
-            self._kept.append({"row": None, "request": shown})
+        shown = request.for_report()
+        shown["url"] = self._masker(shown["url"])
+        self._kept.append({"row": None, "request": shown})
+        if len(self._kept) >= self.KEPT:  # enough: later requests go straight through
+            self.send = self._inner.send  # type: ignore[method-assign]
         return await self._inner.send(request, written)
 
     async def close(self) -> None:

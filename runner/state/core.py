@@ -140,10 +140,9 @@ class CampaignRun:
             claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
             self._claims, self._waiters, self._outcomes = [], [], []
             try:
-                await asyncio.wait_for(
-                    self.store.write(self.campaign, self.entry.run_id, claims, outcomes),
-                    self.deadline,
-                )
+                # A timeout scope, not wait_for: no task of its own for each batch.
+                async with asyncio.timeout(self.deadline):
+                    await self.store.write(self.campaign, self.entry.run_id, claims, outcomes)
             except (StateLost, TimeoutError) as exc:
                 if isinstance(exc, StateLost):
                     self.lost = exc

@@ -301,21 +301,11 @@ class SqliteStore:
     ) -> None:
         writer = self._journals[campaign]
         add = writer.add
+        # A journal line is the record's own fields after its kind (see journal.py).
         for o in outcomes:
-            add(
-                [
-                    journal_file.OUTCOME,
-                    o.recipient,
-                    str(o.status),
-                    o.attempts,
-                    o.http_status,
-                    o.result,
-                    o.error,
-                    o.at,
-                ]
-            )
+            add([journal_file.OUTCOME, *o])
         for c in claims:
-            add([journal_file.CLAIM, c.recipient, c.row, c.at])
+            add([journal_file.CLAIM, *c])
         try:
             writer.write()
         except OSError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from runner.status import Status
 
@@ -43,15 +43,17 @@ class Prior:
     error: str | None
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
+    """A recipient about to be sent (a tuple: one is made per request)."""
+
     recipient: str
     row: int
     at: float
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What became of a claimed recipient (a tuple: one is made per request)."""
+
     recipient: str
     status: Status
     attempts: int
