@@ -50,8 +50,38 @@ class Location:
 
     @property
     def passwords(self) -> list[str]:
-        """Every password the URL carries (userinfo and ``password=``), for the masker."""
-        return _passwords(self.url) if self.url else []
+        """Every password this state's connection may use, for the masker: the URL's own
+        (userinfo and ``password=``) and libpq's (``PGPASSWORD``, the password and service
+        files)."""
+        return [*_passwords(self.url), *libpq_passwords()] if self.url else []
+
+
+def libpq_passwords() -> list[str]:
+    """The passwords libpq would find outside the URL: ``PGPASSWORD``, the password file
+    (``PGPASSFILE`` or ``~/.pgpass``) and the service file (``PGSERVICEFILE`` or
+    ``~/.pg_service.conf``). Masked whether or not a connection uses them."""
+    found = [os.environ.get("PGPASSWORD") or ""]
+    home = Path.home()
+    passfile = Path(os.environ.get("PGPASSFILE") or home / ".pgpass")
+    for line in _lines(passfile):
+        # host:port:database:user:password, with \: and \\ escaped
+        fields = re.split(r"(?<!\\):", line)
+        if len(fields) >= 5:
+            found.append(":".join(fields[4:]).replace("\\:", ":").replace("\\\\", "\\"))
+    service = Path(os.environ.get("PGSERVICEFILE") or home / ".pg_service.conf")
+    for line in _lines(service):
+        key, _, value = line.partition("=")
+        if key.strip().lower() == "password":
+            found.append(value.strip())
+    return [p for p in found if p]
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def is_url(text: str) -> bool:

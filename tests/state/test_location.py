@@ -127,3 +127,18 @@ def test_a_folder_is_copied_all_or_nothing_passing_over_empty_files(tmp_path: Pa
     copied, notes = asyncio.run(copy(Location(path=folder), Location(path=tmp_path / "new.db")))
     assert copied == {"a": 1, "b": 1}
     assert notes == [f"{folder / 'stray.sqlite3'}: this state holds no campaign: passed over"]
+
+
+def test_libpqs_own_passwords_are_masked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("# comment\ndb:5432:*:app:Pass_File_7\\:x\n")
+    service = tmp_path / "services"
+    service.write_text("[prod]\nhost=db\npassword = Service_Pw_8\n")
+    monkeypatch.setenv("PGPASSWORD", "Env_Pw_123")
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    monkeypatch.setenv("PGSERVICEFILE", str(service))
+    found = Location(url="postgresql://app@db/x?service=prod").passwords
+    assert found == ["Env_Pw_123", "Pass_File_7:x", "Service_Pw_8"]
+    assert Location(path=tmp_path / "s.sqlite3").passwords == []
