@@ -17,6 +17,7 @@ HERE = Path(__file__).parent
 FULL = [
     ["pacing.py", "--requests", "1000", "--rate", "25"],
     ["throughput.py", "--requests", "20000", "--repeats", "5"],
+    ["cpu.py", "--requests", "10000", "--repeats", "3"],
     ["plan_scale.py", "--sizes", "50000,200000,1000000", "--repeats", "3"],
     ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250"],
     ["multibot.py", "--bots", "40", "--rate", "25", "--per-bot", "250", "--state", "postgres"],
@@ -26,6 +27,7 @@ FULL = [
 SMOKE = [
     ["pacing.py", "--requests", "20", "--rate", "20"],
     ["throughput.py", "--requests", "300", "--repeats", "1"],
+    ["cpu.py", "--requests", "200", "--repeats", "1"],
     ["plan_scale.py", "--sizes", "2000,4000", "--repeats", "1"],
     ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "8"],
     ["multibot.py", "--bots", "3", "--rate", "10", "--per-bot", "8", "--state", "postgres"],

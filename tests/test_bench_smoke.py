@@ -31,6 +31,7 @@ def test_every_benchmark_runs_in_smoke_mode() -> None:
         "machine: ",
         "pacing: ",
         "throughput: ",
+        "cpu per request: ",
         "plan: ",
         "multi-bot (SQLite state): ",
         "aimd: ",
