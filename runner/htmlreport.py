@@ -23,7 +23,7 @@ from runner.apis import decoded
 from runner.campaign import file_digest
 from runner.model import Campaign
 from runner.secrets import MASK
-from runner.tally import Tally, facts
+from runner.tally import Summary, Tally, by_reason, facts
 
 COLORS = {
     "sent": "#2e8b57",
@@ -48,7 +48,7 @@ def _template() -> jinja2.Template:
     return env.from_string(source)
 
 
-def identity(campaign: Campaign) -> dict[str, Any]:
+def identity(campaign: Campaign) -> Summary:
     """Who and what a report is about: the campaign file and its digest, the git commit, who
     ran it, and the bot (its id masked when it came from the environment)."""
     root = repository.root(campaign.path)
@@ -97,7 +97,7 @@ def _without_controls(value: Any) -> Any:
     return value
 
 
-def render(summary: Mapping[str, Any], tally: Tally, title: str) -> str:
+def render(summary: Summary, tally: Tally, title: str) -> str:
     mode = summary.get("mode", "run")
     label = {"run": "REAL SEND", "sandbox": "SANDBOX", "test": "TEST", "plan": "PLAN"}
     counts = [(name, n) for name, n in summary["counts"].items() if n or name in ("sent",)]
@@ -119,7 +119,7 @@ def render(summary: Mapping[str, Any], tally: Tally, title: str) -> str:
         reason_tables=[
             (f"{status.capitalize()} rows, by reason", list(reasons.items()))
             for status in ("invalid", "deferred", "skipped")
-            if (reasons := summary.get(f"{status}_by_reason"))
+            if (reasons := by_reason(summary)[status])
         ],
         samples=[
             _Obj({"row": s["row"], "fields": decoded(s["request"])})

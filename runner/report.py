@@ -23,7 +23,7 @@ from runner import htmlreport, inert
 from runner.apis import decoded
 from runner.errors import UsageError
 from runner.status import REPORTED, UNDELIVERED, Status
-from runner.tally import Line, Tally, facts
+from runner.tally import Line, Summary, Tally, by_reason, facts
 
 FLUSH_EVERY = 0.2  # seconds between flushes of results.jsonl while lines arrive
 
@@ -129,11 +129,11 @@ class ReportWriter:
         if self._undelivered is not None:
             self._undelivered.close()
 
-    def finish(self, summary: dict[str, Any], title: str) -> dict[str, Any]:
+    def finish(self, summary: Summary, title: str) -> Summary:
         """Close the files, write summary.json, summary.md, undelivered.csv; the summary."""
         self._results.close()
         t = self.tally
-        full: dict[str, Any] = {
+        full: Summary = {
             **summary,
             "started": self.started,
             "finished": now_iso(),
@@ -231,19 +231,18 @@ def _mermaid(tally: Tally, limit: float) -> list[str]:
     ]
 
 
-def summary_markdown(summary: dict[str, Any], title: str, tally: Tally | None = None) -> str:
+def summary_markdown(summary: Summary, title: str, tally: Tally | None = None) -> str:
     counts = summary["counts"]
     lines = [f"## {inert.markdown(title)}", "", "| status | count |", "| --- | ---: |"]
     lines += [f"| {status} | {counts[status]} |" for status in counts if counts[status]]
     lines.append(f"| **rows** | **{summary['rows']}** |")
-    for status in ("skipped", "invalid", "deferred"):
-        reasons = summary.get(f"{status}_by_reason")
+    for status, reasons in by_reason(summary).items():
         if reasons:
             lines += ["", f"| {status} because | count |", "| --- | ---: |"]
             lines += [f"| {inert.markdown(r)} | {n} |" for r, n in reasons.items()]
     found = facts(summary)
-    if summary.get("latency_ms"):
-        lat = summary["latency_ms"]
+    lat = summary.get("latency_ms")
+    if lat:
         found.append(f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     if summary.get("http_status"):
         found.append("HTTP " + ", ".join(f"{k}: {v}" for k, v in summary["http_status"].items()))
@@ -270,8 +269,9 @@ def summary_markdown(summary: dict[str, Any], title: str, tally: Tally | None = 
             f"| {inert.markdown(name)} | {inert.markdown(_shown(value))} |"
             for name, value in decoded(sample["request"])
         ]
-    if summary.get("note"):
-        lines += ["", f"**{inert.markdown(summary['note'])}**"]
+    note = summary.get("note")
+    if note:
+        lines += ["", f"**{inert.markdown(note)}**"]
     return "\n".join(lines) + "\n"
 
 

@@ -10,8 +10,7 @@ import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from runner.status import UNDELIVERED, Status
 
@@ -20,6 +19,74 @@ _MAX_REASONS = 20
 _MAX_ERRORS = 100  # distinct error groups kept for the summary
 _FIRST_INVALID = 10  # invalid rows listed by number in the summary
 _DUPLICATE = re.compile(r"^duplicate of row \d+$")
+
+
+def by_reason(summary: Summary) -> dict[str, dict[str, int]]:
+    """The rows skipped, invalid and deferred, each by reason."""
+    return {
+        "skipped": summary.get("skipped_by_reason") or {},
+        "invalid": summary.get("invalid_by_reason") or {},
+        "deferred": summary.get("deferred_by_reason") or {},
+    }
+
+
+class Summary(TypedDict, total=False):
+    """A run's or a plan's summary: summary.json, and what the text, summary.md, report.html
+    and the history read from it. One declaration, so that a key misspelled by any of them is
+    a type error, not a silent None."""
+
+    # who and what (htmlreport.identity and the command)
+    campaign: str
+    api: str
+    bot: str
+    campaign_file: str
+    campaign_sha256: str
+    git_commit: str | None
+    campaign_file_state: str | None
+    run_by: str | None
+    api_host: str
+    mode: str  # run | sandbox | test | plan
+    sandbox: bool
+    run_id: str
+    state: str
+    note: str | None
+    samples: list[dict[str, Any]]
+    # how the run went
+    duration_s: float
+    rate_limit: int
+    rate_lowest: float | None
+    aborted: str | None
+    paused: str | None
+    interrupted: bool
+    limit: int | None
+    budget_spent: bool
+    remaining: int | None
+    exit_code: int
+    # a plan's
+    estimated_duration_s: float
+    run_refuses: str | None
+    run_blockers: list[str]
+    outside_repository: str | None
+    plan_file: str | None
+    window: str | None
+    # counted by the report writer
+    started: str
+    finished: str
+    rows: int
+    counts: dict[str, int]
+    skipped_by_reason: dict[str, int]
+    invalid_by_reason: dict[str, int]
+    deferred_by_reason: dict[str, int]
+    deferred_until: str | None
+    first_invalid_rows: list[dict[str, Any]]
+    not_reached: int
+    requests: int
+    requests_per_s: float | None
+    latency_ms: dict[str, float] | None
+    http_status: dict[str, int]
+    errors: list[dict[str, Any]]
+    report: str
+    undelivered: str
 
 
 def reason_group(reason: str) -> str:
@@ -139,7 +206,7 @@ class Tally:
         ]
 
 
-def facts(summary: Mapping[str, Any]) -> list[str]:
+def facts(summary: Summary) -> list[str]:
     """The run's figures in words, for summary.md and report.html alike."""
     found = []
     if summary.get("duration_s") is not None:

@@ -8,7 +8,7 @@ from array import array
 from runner.apis import decoded
 from runner.report import line, summary_markdown
 from runner.status import Status
-from runner.tally import Tally
+from runner.tally import Summary, Tally
 
 
 def test_decoded_requests_read_as_text() -> None:
@@ -44,7 +44,7 @@ def test_the_job_summary_draws_the_timeline_with_mermaid() -> None:
     tally = Tally()
     tally.timeline = {"sent": array("I", [25, 24, 25, 10]), "retry": array("I", [0, 1, 0, 0])}
     tally.add(line(1, "1", Status.SENT))
-    summary = {
+    summary: Summary = {
         "counts": {"sent": 1},
         "rows": 1,
         "rate_limit": 25,
@@ -57,7 +57,7 @@ def test_the_job_summary_draws_the_timeline_with_mermaid() -> None:
 
 
 def test_the_summary_escapes_what_it_did_not_write() -> None:
-    summary = {
+    summary: Summary = {
         "counts": {"skipped": 1},
         "rows": 1,
         "skipped_by_reason": {"<img src=x> | `code`": 1},

@@ -42,6 +42,7 @@ from runner.secrets import Masker
 from runner.state import Location
 from runner.state.core import CampaignRun, Stores, new_record, read_status
 from runner.status import Status
+from runner.tally import Summary
 from runner.transport import Transport
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ PROGRESS = (Status.SENT, Status.FAILED, Status.UNSENT, Status.UNCERTAIN, Status.
 @dataclass
 class CampaignResult:
     campaign: Campaign
-    summary: dict[str, Any]
+    summary: Summary
     not_delivered: list[dict[str, Any]] = field(default_factory=list)  # the first few
     not_delivered_count: int = 0
 
@@ -171,7 +172,7 @@ async def _broadcast(
         for run, writer, (c, target, location, opened) in zip(
             engine.runs, writers, plans, strict=True
         ):
-            shown = {"api_host": masker(target.base_url), "samples": sent[c.name]}
+            shown: Summary = {"api_host": masker(target.base_url), "samples": sent[c.name]}
             elapsed = time.monotonic() - started
             results.append(await _settle(run, writer, opened, location, rid, elapsed, mode, shown))
     finally:
@@ -360,7 +361,7 @@ async def _settle(
     rid: str,
     duration: float,
     mode: str,
-    shown: dict[str, Any],
+    shown: Summary,
 ) -> CampaignResult:
     """Count what a stopped run left, settle its history entry, then write its report."""
     job = run.job

@@ -24,6 +24,7 @@ from runner.report import ReportWriter, default_folder, line
 from runner.secrets import MASK, Masker
 from runner.state.core import open_store, read_priors
 from runner.status import Status
+from runner.tally import Summary, by_reason
 
 SAMPLES = 5
 SANDBOX_BASE = "http://127.0.0.1:8025"
@@ -33,7 +34,7 @@ _SHOWN = 120  # characters of a value shown in the preview
 @dataclass
 class PlanResult:
     campaign: Campaign
-    summary: dict[str, Any]
+    summary: Summary
     samples: list[dict[str, Any]]
 
     @property
@@ -171,8 +172,7 @@ def text(result: PlanResult) -> str:
     for status in ("failed", "uncertain", "invalid", "deferred", "skipped"):
         if counts[status] or status == "skipped":
             lines.append(f"  {status:<14} {counts[status]}")
-        reasons = s.get(f"{status}_by_reason") or {}
-        for reason, n in reasons.items():
+        for reason, n in by_reason(s).get(status, {}).items():
             lines.append(f"    {n:>6}  {inert.terminal(reason)}")
     lines.append(
         f"  estimated duration  {_duration(s['estimated_duration_s'])} at "
@@ -187,8 +187,9 @@ def text(result: PlanResult) -> str:
             f"  audience outside the repository, on purpose: {s['outside_repository']} "
             "(--audience-outside-repo)"
         )
-    if s.get("run_refuses"):
-        lines += ["", "RUN WOULD REFUSE TO START:", *s["run_refuses"].splitlines()]
+    refuses = s.get("run_refuses")
+    if refuses:
+        lines += ["", "RUN WOULD REFUSE TO START:", *refuses.splitlines()]
     elif s.get("run_blockers"):
         lines.append("  run would start: no, not here and now:")
         lines += [f"    - {inert.terminal(b)}" for b in s["run_blockers"]]

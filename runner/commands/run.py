@@ -319,9 +319,9 @@ def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:
     if result.exit_code not in (0, 1):
         return None
     found = [
-        datetime.fromisoformat(r.summary["deferred_until"])
+        datetime.fromisoformat(until)
         for r in result.results
-        if r.summary.get("deferred_until")
+        if (until := r.summary.get("deferred_until"))
     ]
     if not found:
         return None
@@ -482,15 +482,17 @@ def text(result: RunResult) -> str:
                 f"{r.campaign.path} --resend-uncertain` sends them again, and those it did reach "
                 "get the message twice"
             )
-        if s.get("aborted"):
-            lines.append(f"  ABORTED: {terminal(s['aborted'])}")
+        aborted = s.get("aborted")
+        if aborted:
+            lines.append(f"  ABORTED: {terminal(aborted)}")
         if n["unsent"] and not s.get("aborted"):
             lines.append("  unsent recipients are sent by the next run")
         lines.append(f"  state: {s['state']}")
         lines.append(f"  report: {s['report']}")
     for r in result.results:
-        if r.summary.get("mode") == "test":
-            lines.append(r.summary["note"])  # "TEST send to …"
+        note = r.summary.get("note")
+        if r.summary.get("mode") == "test" and note:
+            lines.append(note)  # "TEST send to …"
     if result.sandbox:
         lines.append(SANDBOX_NOTE)
     return "\n".join(lines)
