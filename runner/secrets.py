@@ -99,19 +99,19 @@ def _distinctive(secret: str) -> str:
     return _SCHEME.sub("", secret)
 
 
-def _units(text: str) -> tuple[str, list[tuple[int, int]] | None]:
+def _units(text: str, decode: bool = True) -> tuple[str, list[tuple[int, int]] | None]:
     """``text`` as the bytes it stands for, whatever mix of raw and percent-encoded
-    characters it holds: each ``%XX`` (either case) one byte, a non-ASCII character its UTF-8
-    bytes, ``+`` and space one unit; with the span of ``text`` each unit came from (None:
-    one for one)."""
-    if text.isascii() and "%" not in text and "+" not in text:
+    characters it holds: each ``%XX`` (either case) one byte (unless not ``decode``), a
+    non-ASCII character its UTF-8 bytes, ``+`` and space one unit; with the span of ``text``
+    each unit came from (None: one for one)."""
+    if text.isascii() and ("%" not in text or not decode) and "+" not in text:
         return text, None
     units: list[str] = []
     spans: list[tuple[int, int]] = []
     i = 0
     while i < len(text):
         char = text[i]
-        hexed = _HEX.match(text, i) if char == "%" else None
+        hexed = _HEX.match(text, i) if char == "%" and decode else None
         if hexed:
             units.append(" " if hexed.group(1) in ("2B", "2b", "20") else chr(int(hexed[1], 16)))
             spans.append((i, i + 3))
@@ -165,29 +165,36 @@ class Masker:
         return done
 
     def _mask(self, text: str) -> str:
-        units, spans = _units(text)
-        covered: list[tuple[int, int]] = []
-        for size, grams in self._grams.items():
-            for i in range(len(units) - size + 1):
-                if units[i : i + size] in grams:
-                    if covered and covered[-1][1] >= i:
-                        covered[-1] = (covered[-1][0], max(covered[-1][1], i + size))
-                    else:
-                        covered.append((i, i + size))
+        # "%41" in a text may be an encoded "A" or three characters of a secret that holds
+        # "%": read it both ways when it holds a "%".
+        covered = self._covered(*_units(text))
+        if "%" in text:
+            covered = _merged(covered + self._covered(*_units(text, decode=False)))
         if not covered:
             return text
-        if len(self._grams) > 1:
-            covered = _merged(covered)
         out = []
         at = 0
-        for start, end in covered:
-            first, last = (start, end) if spans is None else (spans[start][0], spans[end - 1][1])
-            if first < at:  # a character split into bytes, masked already
-                first = at
-            out += [text[at:first], MASK]
+        for first, last in covered:
+            out += [text[at : max(first, at)], MASK]
             at = max(at, last)
         out.append(text[at:])
         return "".join(out)
+
+    def _covered(self, units: str, spans: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        """The spans of the text (not of ``units``) that show a run of a secret."""
+        found: list[tuple[int, int]] = []
+        for size, grams in self._grams.items():
+            for i in range(len(units) - size + 1):
+                if units[i : i + size] in grams:
+                    if found and found[-1][1] >= i:
+                        found[-1] = (found[-1][0], max(found[-1][1], i + size))
+                    else:
+                        found.append((i, i + size))
+        if len(self._grams) > 1:
+            found = _merged(found)
+        if spans is None:
+            return found
+        return [(spans[start][0], spans[end - 1][1]) for start, end in found]
 
 
 def _merged(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import POSTGRES
+
+pytestmark = pytest.mark.slow  # real processes, real time
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ThreadedMock, delivered, results, wait_for_arrivals
+
+pytestmark = pytest.mark.slow  # real processes, real time
 
 ROWS = 300
 CONCURRENCY = 10

@@ -22,6 +22,8 @@ from click.testing import Result
 from runner.state.filelock import CampaignLock
 from tests.helpers import ThreadedMock, customers_csv, delivered, wait_for_arrivals
 
+pytestmark = pytest.mark.slow  # real processes, real time
+
 CAMPAIGN = """\
 version: 1
 name: {name}

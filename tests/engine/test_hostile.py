@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.engine.test_server import broadcast, by_row, serve
 from tests.helpers import results, summary
 from tests.scripted import ScriptedAPI
-from tests.test_engine import broadcast, by_row, serve
 
 
 async def test_a_gateway_timeout_is_uncertain_and_never_resent(

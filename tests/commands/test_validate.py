@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from runner.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository, above tests/commands/
 
 
 def test_the_examples_validate(invoke: Callable[..., Result]) -> None:
@@ -115,7 +115,7 @@ def test_affected_selects_campaigns_by_their_file_or_their_audience(
 ) -> None:
     import shutil
 
-    shutil.copytree(Path(__file__).resolve().parent.parent / "campaigns", "campaigns")
+    shutil.copytree(REPO / "campaigns", "campaigns")
     write("campaigns/odd $(touch PWNED) name.yaml", "version: 1\n")
     changed = "campaigns/customers.csv\0campaigns/odd $(touch PWNED) name.yaml\0README.md\0"
     runner = CliRunner()

@@ -20,6 +20,8 @@ from click.testing import Result
 from runner.pacing import busiest_window
 from tests.helpers import ThreadedMock, delivered, results, summary, wait_for_arrivals
 
+pytestmark = pytest.mark.slow  # real processes, real time
+
 
 def campaign_run(*args: str | Path, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(

@@ -13,7 +13,7 @@ from click.testing import Result
 
 from tests.helpers import ThreadedMock, results, summary
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository, above tests/commands/
 
 
 def statuses(report: Path) -> list[tuple[int, str, str | None]]:
