@@ -175,7 +175,9 @@ async def standing(store: Store, campaign: Campaign, now: float | None = None) -
     holder = await store.holder(name)
     found = await store.counts(name)
     counts = {str(k): found.get(k, 0) for k in SHOWN}
-    runs = [r for r in await store.runs(name, 20) if r.mode == "run"]
+    runs = [
+        r for r in await store.runs(name, 20) if r.mode != "test"
+    ]  # a rehearsal counts in its own state
     last = runs[0] if runs else None
     facts = last.facts if last else {}
     deferred = int(facts.get("deferred") or 0)

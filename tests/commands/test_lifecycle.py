@@ -560,3 +560,12 @@ def test_small_things_a_new_user_noticed(
     (tmp_path / "copy.yaml").write_text(path.read_text())
     twice = invoke("status", path, tmp_path / "copy.yaml")
     assert "the name 'small' is taken by another file too" in twice.output
+
+
+def test_a_rehearsals_standing_counts_its_own_runs(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    path = campaign(tmp_path, "rehearsed", "http://127.0.0.1:9")
+    assert invoke("run", "--due", path, "--sandbox", "--quiet").exit_code == 0
+    assert standings(invoke, path, "--sandbox") == {"rehearsed": "done"}
+    assert standings(invoke, path) == {"rehearsed": "new"}  # the real state knows nothing
