@@ -182,7 +182,8 @@ class JobRun:
     async def wait(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the run stops meanwhile; True when it stopped."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancel
+                await self._stop.wait()
         return self._stop.is_set()
 
 

@@ -223,10 +223,12 @@ def _job(
     )
 
 
-async def _watch(engine: Engine, opened: list[CampaignRun]) -> None:
+async def _watch(engine: Engine, opened: list[CampaignRun], done: asyncio.Event) -> None:
     """Stop a campaign's run within `PAUSE_POLL` of someone pausing it, anywhere; and say
     how far each run has come, every `PROGRESS_EVERY` polls, for `status` elsewhere."""
     for turn in itertools.count():
+        if all(run.stopping for run in engine.runs) or done.is_set():
+            return  # nothing left to watch (and never wait on a cancellation alone)
         for run, campaign_run in zip(engine.runs, opened, strict=True):
             if run.stopping:
                 continue
@@ -269,8 +271,9 @@ async def _drive(engine: Engine, opened: list[CampaignRun], quiet: bool) -> None
     if handle_signals:
         for sig in before:
             loop.add_signal_handler(sig, on_signal)
+    finished = asyncio.Event()
     helpers = [
-        asyncio.ensure_future(_watch(engine, opened)),
+        asyncio.ensure_future(_watch(engine, opened, finished)),
         asyncio.ensure_future(
             Progress(engine.runs, quiet=quiet).run() if not quiet else asyncio.sleep(0)
         ),
@@ -281,6 +284,7 @@ async def _drive(engine: Engine, opened: list[CampaignRun], quiet: bool) -> None
         if signals < 2:
             raise
     finally:
+        finished.set()
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)

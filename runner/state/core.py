@@ -123,12 +123,14 @@ class CampaignRun:
 
     async def control(self) -> Control | None:
         """A pause or cancel given since the run began (polled while it sends)."""
-        return await asyncio.wait_for(self.store.control(self.campaign), self.deadline)
+        async with asyncio.timeout(self.deadline):
+            return await self.store.control(self.campaign)
 
     async def progress(self, **facts: Any) -> None:
         """Say how far the run has come, for `status` elsewhere meanwhile."""
         self.entry = replace(self.entry, facts={**self.entry.facts, **facts})
-        await asyncio.wait_for(self.store.update_run(self.campaign, self.entry), self.deadline)
+        async with asyncio.timeout(self.deadline):
+            await self.store.update_run(self.campaign, self.entry)
 
     def _schedule(self) -> None:
         if self._flushing is None or self._flushing.done():
@@ -140,7 +142,8 @@ class CampaignRun:
             claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
             self._claims, self._waiters, self._outcomes = [], [], []
             try:
-                # A timeout scope, not wait_for: no task of its own for each batch.
+                # A timeout scope, not wait_for: no task of its own for each batch, and a
+                # cancellation is never swallowed (wait_for can, in Python 3.11).
                 async with asyncio.timeout(self.deadline):
                     await self.store.write(self.campaign, self.entry.run_id, claims, outcomes)
             except (StateLost, TimeoutError) as exc:
@@ -184,9 +187,11 @@ class CampaignRun:
         )
         if self.lost is None:
             with contextlib.suppress(StateLost, TimeoutError):
-                await asyncio.wait_for(self.store.end(self.campaign, self.entry), self.deadline)
+                async with asyncio.timeout(self.deadline):
+                    await self.store.end(self.campaign, self.entry)
         with contextlib.suppress(StateLost, TimeoutError):
-            await asyncio.wait_for(self.store.unlock(self.campaign), self.deadline)
+            async with asyncio.timeout(self.deadline):
+                await self.store.unlock(self.campaign)
         if self._owns:
             await self.store.close()
 

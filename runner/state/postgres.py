@@ -224,7 +224,8 @@ class PostgresStore:
         while self.lost is None:
             await asyncio.sleep(HEARTBEAT)
             try:
-                await asyncio.wait_for(self.execute("SELECT 1"), STALLED)
+                async with asyncio.timeout(STALLED):
+                    await self.execute("SELECT 1")
             except StateLost:
                 return
             except TimeoutError:

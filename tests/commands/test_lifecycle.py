@@ -569,3 +569,20 @@ def test_a_rehearsals_standing_counts_its_own_runs(
     assert invoke("run", "--due", path, "--sandbox", "--quiet").exit_code == 0
     assert standings(invoke, path, "--sandbox") == {"rehearsed": "done"}
     assert standings(invoke, path) == {"rehearsed": "new"}  # the real state knows nothing
+
+
+def test_a_run_of_several_campaigns_with_nothing_left_to_send_ends(
+    mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    """Its pause watch once swallowed its cancellation and kept the run alive forever."""
+    server = mock()
+    paths = [str(campaign(tmp_path, n, server.url, start=s)) for n, s in (("one", 1), ("two", 9))]
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-m", "runner", "run", *paths, "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    assert len(server.arrivals) == 10
