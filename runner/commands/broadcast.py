@@ -129,7 +129,9 @@ async def _broadcast(
             store = await stores.get(location)
             if mode == "run":
                 await lifecycle.refuse_if_stopped(store, c.name)
-            record = new_record(rid, mode)
+            # The inputs as this run starts to read them: a file edited during the run
+            # (rows added) makes the campaign due again afterwards.
+            record = replace(new_record(rid, mode), facts=lifecycle.digests(c))
             try:
                 opened = await stores.open_run(location, c.name, record)
             except LockHeld as held:
@@ -384,7 +386,6 @@ async def _settle(
         remaining=remaining or 0,
         deferred=counts.get(Status.DEFERRED, 0),
         next_due=tally.deferred_until,
-        **lifecycle.digests(c),
     )
     summary = writer.finish(
         {

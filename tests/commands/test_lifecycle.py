@@ -586,3 +586,29 @@ def test_a_run_of_several_campaigns_with_nothing_left_to_send_ends(
         )
         assert done.returncode == 0, done.stderr
     assert len(server.arrivals) == 10
+
+
+def test_rows_added_while_a_run_sends_make_the_campaign_due_again(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "grow", server.url, rows=60, rate=30)
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_arrivals(server, 10)
+        audience = tmp_path / "grow.csv"
+        audience.write_text(
+            audience.read_text() + "".join(f"{i},New{i}\n" for i in range(900, 905))
+        )
+        assert sender.wait(timeout=30) == 0
+    finally:
+        sender.kill()
+    assert standings(invoke, path) == {"grow": "due"}
+    assert invoke("run", "--due", path, "--quiet").exit_code == 0
+    counts = delivered(server)
+    assert {str(i) for i in range(900, 905)} <= set(counts)
+    assert max(counts.values()) == 1
