@@ -280,7 +280,7 @@ def run(
         due=due,
         max_duration=None if max_duration is None else parse_duration(max_duration),
         watch=watch,
-        every=parse_duration(every or "60s"),
+        every=parse_duration("60s" if every is None else every),
         fresh_state=fresh_state,
     )
 

@@ -78,7 +78,7 @@ def identity(campaign: Campaign) -> Summary:
         except (OSError, subprocess.SubprocessError):
             commit = None
     try:
-        user = os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+        user = " ".join(inert.terminal(os.environ.get("GITHUB_ACTOR") or getpass.getuser()).split())
     except (KeyError, OSError):  # no user name on this machine
         user = None
     return {

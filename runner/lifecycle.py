@@ -48,7 +48,7 @@ def stopped_words(campaign: str, control: Control) -> str:
     when = datetime.fromtimestamp(control.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     then = {
         "paused": "`campaign resume` makes it due again",
-        "moved": "run it with the state it was copied to (or `campaign resume` it here)",
+        "moved": "run it with the state it was copied to",
     }.get(control.action, "a cancelled campaign never sends again under this name")
     # One line, whatever was stored: the words reach CI logs, where a newline could forge a
     # line of its own (a workflow command).

@@ -194,7 +194,7 @@ class ReportWriter:
                         cells = [_cell(record.get(name)) for name in columns]
                         # The API's words never run as a formula; the audience's own columns
                         # stay exactly as read (a phone +84… must round-trip).
-                        reason = inert.spreadsheet(entry["reason"] or "")
+                        reason = inert.spreadsheet(inert.terminal(entry["reason"] or ""))
                         tail = {"status": entry["status"], "reason": reason}
                         writer.writerow([*cells, *(tail[name] for name in extra)])
                 entries.unlink()

@@ -62,6 +62,9 @@ def targets_of(
     found: list[Target] = []
     problems: list[str] = []
     for text in given:
+        if not text.strip():  # "" is the working folder to a path: never a target by accident
+            problems.append("an empty target names no campaign")
+            continue
         if _looks_like_files(text):
             try:
                 paths = campaigns.expand([text])
@@ -104,10 +107,20 @@ def _name_of(path: Path) -> str:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             data = None
-        name = data.get("name") if isinstance(data, dict) else None
+        name = data.get("name") if isinstance(data, dict) else _name_line(path)
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise UsageError(f"{path}: no campaign name can be read from this file") from None
         return name
+
+
+def _name_line(path: Path) -> str | None:
+    """The ``name:`` of a file that is not YAML any more (a bracket left open below it)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"(?m)^name:\s*[\"']?([a-z0-9][a-z0-9_-]*)[\"']?\s*(#.*)?$", text)
+    return found.group(1) if found else None
 
 
 def _chosen(given: str | None) -> str | None:
@@ -202,6 +215,13 @@ async def _one(
             outcome.lines.append(f"{name}: cancelled already, which is final: left as it is")
         else:
             outcome.failed.append(f"{words}. Nothing was changed")
+        return
+    if action is None and before is not None and before.action == "moved":
+        outcome.failed.append(
+            f"{lifecycle.stopped_words(name, before)}. Resuming it here would send again "
+            "those the other state reached: run it with that state, or copy it back with "
+            "campaign state copy. Nothing was changed"
+        )
         return
     if action is None:
         if before is None:

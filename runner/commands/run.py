@@ -241,7 +241,9 @@ def parse_duration(text: str) -> float:
     """``5h30m``, ``90m``, ``45s``, ``1h`` or plain seconds, as seconds."""
     import re
 
-    found = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    found = re.fullmatch(
+        r"\s*(?:([0-9]+)h)?\s*(?:([0-9]+)m)?\s*(?:([0-9]+(?:\.[0-9]+)?)s?)?\s*", text
+    )
     if not text.strip() or found is None or not any(found.groups()):
         raise UsageError(f"{text!r}: a duration is written like 5h30m, 90m, 45s or 3600")
     h, m, s = found.groups()

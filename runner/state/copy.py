@@ -14,9 +14,9 @@ import contextlib
 import time
 from typing import Any
 
-from runner.errors import StateError
+from runner.errors import CampaignError, StateError
 from runner.secrets import Masker
-from runner.state import Location, same
+from runner.state import Location, location, same
 from runner.state.core import actor, open_store
 from runner.state.store import Control, RunRecord, Store
 
@@ -24,11 +24,23 @@ _APART = (".sandbox.sqlite3", ".test.sqlite3")
 MOVED = "moved"
 
 
+_MOVED_TO = "its history was copied to "
+
+
+def moved_where(control: Control) -> Location | None:
+    """Where a moved campaign's history went, as its mark says."""
+    text = control.reason
+    if not text.startswith(_MOVED_TO) or ": run it with that state" not in text:
+        return None
+    try:
+        return location(text[len(_MOVED_TO) : text.rindex(": run it with that state")])
+    except CampaignError:
+        return None
+
+
 def moved_to(target: Location) -> Control:
     """The mark a copied campaign leaves in its source state."""
-    return Control(
-        MOVED, actor(), time.time(), f"its history was copied to {target}: run it with that state"
-    )
+    return Control(MOVED, actor(), time.time(), f"{_MOVED_TO}{target}: run it with that state")
 
 
 def sources(source: Location) -> list[Location]:
@@ -77,7 +89,7 @@ async def copy(source: Location, target: Location) -> tuple[dict[str, int], list
             raise StateError(f"{source}: no campaign to copy; nothing was copied")
         dst = await open_store(target, masker)
         try:
-            await _write(dst, [t for _, t in taken])
+            await _write(dst, taken)
         finally:
             await dst.close()
         # Each source now says where the history went: a run there would ignore what is
@@ -127,7 +139,9 @@ async def _take(source: Location, src: Store, locked: list[str]) -> list[Taken] 
     return found
 
 
-async def _write(dst: Store, taken: list[Taken]) -> None:
+async def _write(dst: Store, sourced: list[tuple[Location, Taken]]) -> None:
+    taken = [t for _, t in sourced]
+    origin = {t[0]: where for where, t in sourced}
     for campaign, _, _, _ in taken:
         await dst.lock(campaign)
     try:
@@ -135,6 +149,13 @@ async def _write(dst: Store, taken: list[Taken]) -> None:
         for campaign, _, _, _ in taken:
             held = await dst.control(campaign)
             if held is not None and held.action == MOVED:
+                went = moved_where(held)
+                if went is None or not same(went, origin[campaign]):
+                    raise StateError(
+                        f"{dst.location} marks campaign {campaign} as moved to "
+                        f"{went or 'another state'}, not to {origin[campaign]}: only that "
+                        "state's history can come back; nothing was copied"
+                    )
                 returning.append(campaign)  # back to where it had been moved from
             elif await dst.counts(campaign) or await dst.runs(campaign, 1):
                 present.append(campaign)

@@ -51,7 +51,7 @@ async def open_store(location: Location, masker: Masker, *, readonly: bool = Fal
 
 def actor() -> str:
     """Who acts: the CI's user when there is one, else user@host."""
-    ci_user = os.environ.get("GITHUB_ACTOR")
+    ci_user = " ".join((os.environ.get("GITHUB_ACTOR") or "").split())
     if ci_user:
         return ci_user
     try:

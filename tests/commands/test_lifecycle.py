@@ -612,3 +612,34 @@ def test_rows_added_while_a_run_sends_make_the_campaign_due_again(
     counts = delivered(server)
     assert {str(i) for i in range(900, 905)} <= set(counts)
     assert max(counts.values()) == 1
+
+
+def test_only_the_state_a_campaign_moved_to_can_bring_it_back(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    import shutil
+
+    server = mock()
+    path = campaign(tmp_path, "kappa", server.url, rows=20)
+    assert invoke("run", path, "--limit", "5", "--quiet").exit_code == 0
+    local = tmp_path / ".campaign-state" / "kappa.sqlite3"
+    backup = tmp_path / "backup.sqlite3"
+    shutil.copy(local, backup)  # a stale copy, kept aside
+    assert invoke("state", "copy", local, postgres_url).exit_code == 0
+    assert invoke("run", path, "--state", postgres_url, "--limit", "5", "--quiet").exit_code == 0
+    stale = invoke("state", "copy", backup, local)
+    assert stale.exit_code == 2
+    assert "marks campaign kappa as moved to postgresql://" in stale.stderr
+    assert "only that state's history can come back; nothing was copied" in stale.stderr
+    resumed = invoke("resume", path)
+    assert resumed.exit_code == 2
+    assert "Resuming it here would send again those the other state reached" in resumed.stderr
+    assert invoke("run", path, "--state", postgres_url, "--quiet").exit_code == 0
+    counts = delivered(server)
+    assert len(counts) == 20
+    assert max(counts.values()) == 1
+    assert invoke("pause", "", "--reason", "x").exit_code == 2  # "" is not "here"
+    assert standings(invoke, path, "--state", postgres_url) == {"kappa": "done"}
