@@ -140,8 +140,12 @@ class Masker:
         self._seen: dict[str, str] = {}
         self._grams: dict[int, set[str]] = {}
         for secret in {*secrets, *_RESOLVED}:
-            units = _secret_units(secret)
-            if len(units) < 4:  # masking "a" would garble every message
+            whole = _units(secret.replace("%", "%25"))[0]
+            if len(whole) < 4:  # masking "a" would garble every message
+                continue
+            self._grams.setdefault(len(whole), set()).add(whole)  # shown whole: always masked
+            units = _secret_units(secret)  # in pieces: without a URL's scheme
+            if len(units) < 4:
                 continue
             size = min(GRAM, len(units))
             self._grams.setdefault(size, set()).update(
@@ -167,9 +171,16 @@ class Masker:
     def _mask(self, text: str) -> str:
         # "%41" in a text may be an encoded "A" or three characters of a secret that holds
         # "%": read it both ways when it holds a "%".
-        covered = self._covered(*_units(text))
+        units, spans = _units(text)
+        covered = self._covered(units, spans)
         if "%" in text:
-            covered = _merged(covered + self._covered(*_units(text, decode=False)))
+            covered += self._covered(*_units(text, decode=False))
+            if "%" in units:  # encoded twice (a layer that re-encoded what it was given)
+                again, inner = _units(units)
+                if inner is not None and spans is not None:
+                    inner = [(spans[a][0], spans[b - 1][1]) for a, b in inner]
+                covered += self._covered(again, inner)
+            covered = _merged(covered)
         if not covered:
             return text
         out = []
@@ -184,14 +195,16 @@ class Masker:
         """The spans of the text (not of ``units``) that show a run of a secret."""
         found: list[tuple[int, int]] = []
         for size, grams in self._grams.items():
+            run: list[tuple[int, int]] = []  # this size's hits, in order: joined as they come
             for i in range(len(units) - size + 1):
                 if units[i : i + size] in grams:
-                    if found and found[-1][1] >= i:
-                        found[-1] = (found[-1][0], max(found[-1][1], i + size))
+                    if run and run[-1][1] >= i:
+                        run[-1] = (run[-1][0], i + size)
                     else:
-                        found.append((i, i + size))
+                        run.append((i, i + size))
+            found += run
         if len(self._grams) > 1:
-            found = _merged(found)
+            found = _merged(found)  # the sizes' runs, in order, overlapping ones joined
         if spans is None:
             return found
         return [(spans[start][0], spans[end - 1][1]) for start, end in found]

@@ -48,9 +48,12 @@ def shown_runs(secret: str, masked: str) -> list[str]:
     """The runs of `GRAM` consecutive characters of ``secret`` that ``masked`` still shows,
     read as bytes whatever mix of raw and percent-encoded characters stands for them."""
     units = _secret_units(secret)
-    text = _units(masked)[0]
+    once = _units(masked)[0]
+    readings = (_units(masked, decode=False)[0], once, _units(once)[0])  # as is, decoded, twice
     return [
-        units[i : i + GRAM] for i in range(len(units) - GRAM + 1) if units[i : i + GRAM] in text
+        units[i : i + GRAM]
+        for i in range(len(units) - GRAM + 1)
+        if any(units[i : i + GRAM] in text for text in readings)
     ]
 
 
@@ -115,3 +118,12 @@ def test_an_unset_variable_names_it_and_nothing_else(monkeypatch: pytest.MonkeyP
 
 def test_short_values_are_left_alone() -> None:
     assert Masker(["abc"])("abc abc") == "abc abc"
+
+
+def test_a_token_holding_percent_escapes_is_masked_raw_encoded_and_encoded_twice() -> None:
+    token = "Zq7%2F%3D%41%42xYz-Long-Secret-Value"
+    masker = Masker([token])
+    for shown in (token, quote(token, safe=""), quote(quote(token, safe=""), safe="")):
+        assert shown_runs(token, masker(f"echo: {shown} end")) == []
+    twice = quote(quote("K9/x=Q!tok-en+42", safe=""), safe="")
+    assert shown_runs("K9/x=Q!tok-en+42", Masker(["K9/x=Q!tok-en+42"])(twice)) == []
