@@ -64,6 +64,11 @@ async def copy(source: Location, target: Location) -> tuple[dict[str, int], list
     """Copy every campaign of ``source`` (a state, or a folder of them) into ``target``, all
     of them or none: recipients copied per campaign, and notes on what was passed over (a
     file of the folder that holds nothing)."""
+    if target.path is not None and (target.path.is_dir() or str(target.path).endswith("/")):
+        raise StateError(
+            f"{target.path}: a folder is a source only; name a state file (such as "
+            ".campaign-state/all.sqlite3) or a postgresql:// URL. Nothing was copied"
+        )
     masker = Masker([*source.passwords, *target.passwords])
     opened: list[tuple[Location, Store, list[str]]] = []
     notes: list[str] = []

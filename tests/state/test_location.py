@@ -142,3 +142,10 @@ def test_libpqs_own_passwords_are_masked_too(
     found = Location(url="postgresql://app@db/x?service=prod").passwords
     assert found == ["Env_Pw_123", "Pass_File_7:x", "Service_Pw_8"]
     assert Location(path=tmp_path / "s.sqlite3").passwords == []
+
+
+def test_a_folder_is_a_source_only(tmp_path: Path) -> None:
+    from runner.errors import StateError
+
+    with pytest.raises(StateError, match="a folder is a source only; name a state file"):
+        asyncio.run(copy(Location(path=tmp_path / "a.sqlite3"), Location(path=tmp_path)))
