@@ -28,12 +28,13 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from runner import inert
+from runner import inert, state
 from runner import schedule as schedule_clock
 from runner.campaign import file_digest
 from runner.errors import CampaignError
 from runner.model import Campaign
-from runner.state.core import SHOWN
+from runner.secrets import Masker
+from runner.state.core import SHOWN, open_store
 from runner.state.store import Control, Holder, RunRecord, Store
 from runner.status import Status
 
@@ -276,8 +277,6 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
     """Why running ``campaign`` in the state ``given`` (or the default) would ignore its
     history, when that state knows nothing of it while another state this repository uses
     does (recipients, runs, or a pause); None when nothing is elsewhere."""
-    from runner import state
-
     chosen = state.locate(given, campaign.path, campaign.name, False)
     if await _known(chosen, campaign.name) is not None:
         return None
@@ -301,9 +300,6 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
 async def _known(location: Any, campaign: str) -> tuple[int, Control | None] | None:
     """(how many were sent, the pause or cancel) of ``campaign`` in the state at
     ``location``; None when that state knows nothing of it, or cannot be read."""
-    from runner.secrets import Masker
-    from runner.state.core import open_store
-
     if location.path is not None and not location.path.is_file():
         return None
     try:

@@ -31,7 +31,6 @@ from runner.state import ENVIRONMENT, Location
 from runner.state.core import actor, open_store
 from runner.state.store import Control, Store
 
-_APART = (".sandbox.sqlite3", ".test.sqlite3")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")  # the schema's campaign name
 
 
@@ -141,11 +140,7 @@ async def _every(given: str | None) -> list[Target]:
         locations = [state.location(chosen)]
     else:
         folder = repository.root(Path.cwd() / "campaign.yaml") / ".campaign-state"
-        locations = [
-            Location(path=p)
-            for p in sorted(folder.glob("*.sqlite3"))
-            if not p.name.endswith(_APART)
-        ]
+        locations = state.state_files(folder)
     found = []
     for location in locations:
         store = await open_store(location, Masker(location.passwords), readonly=True)

@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from runner import repository
 from runner.errors import UsageError
@@ -110,8 +111,6 @@ def _passwords(url: str) -> list[str]:
         found.append(userinfo.split(":", 1)[1])
     found += [m.group(2) for m in _PASSWORD_PARAM.finditer(rest)]
     decoded = []
-    from urllib.parse import unquote
-
     for password in found:
         decoded += [password, unquote(password)]
     return [p for p in dict.fromkeys(decoded) if p]
@@ -154,6 +153,23 @@ def locate(
     if given is not None and not apart:
         return Location(url=given)
     return default_location(campaign_file, name, apart)
+
+
+_APART = (".sandbox.sqlite3", ".test.sqlite3")
+
+
+def state_files(folder: Path) -> list[Location]:
+    """The broadcast's state files in a folder (``.campaign-state/``): rehearsals' and test
+    sends' left out, and found by their names as written, never by a pattern."""
+    try:
+        found = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [
+        Location(path=p)
+        for p in found
+        if p.name.endswith(".sqlite3") and not p.name.endswith(_APART) and p.is_file()
+    ]
 
 
 def default_location(campaign_file: Path, name: str, apart: str | None = None) -> Location:

@@ -16,11 +16,10 @@ from typing import Any
 
 from runner.errors import CampaignError, StateError
 from runner.secrets import Masker
-from runner.state import Location, location, same
+from runner.state import Location, location, same, state_files
 from runner.state.core import actor, open_store
 from runner.state.store import Control, RunRecord, Store
 
-_APART = (".sandbox.sqlite3", ".test.sqlite3")
 MOVED = "moved"
 
 
@@ -47,11 +46,7 @@ def sources(source: Location) -> list[Location]:
     """The states SRC names: itself, or every campaign state file of a folder."""
     if source.path is None or not source.path.is_dir():
         return [source]
-    found = [
-        Location(path=p)
-        for p in sorted(source.path.iterdir())
-        if p.name.endswith(".sqlite3") and not p.name.endswith(_APART) and p.is_file()
-    ]
+    found = state_files(source.path)
     if not found:
         raise StateError(f"{source.path}: no state files (*.sqlite3) in this folder")
     return found

@@ -244,7 +244,6 @@ class Stores:
     def __init__(self, masker: Masker) -> None:
         self._masker = masker
         self._open: dict[Location, Store] = {}
-        self.runs: list[CampaignRun] = []
 
     async def get(self, location: Location) -> Store:
         store = self._open.get(location)
@@ -253,9 +252,7 @@ class Stores:
         return store
 
     async def open_run(self, location: Location, campaign: str, record: RunRecord) -> CampaignRun:
-        opened = await open_run(await self.get(location), campaign, record)
-        self.runs.append(opened)
-        return opened
+        return await open_run(await self.get(location), campaign, record)
 
     async def lease_bots(
         self, bots: list[tuple[Location, str]], say: Callable[[str], None]
