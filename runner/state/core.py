@@ -88,7 +88,7 @@ class CampaignRun:
         self._claims: list[Claim] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._outcomes: list[Outcome] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: list[asyncio.Task[None]] = []
         self.lost: StateLost | None = None
         self.deadline = WRITE_DEADLINE
 
@@ -133,11 +133,15 @@ class CampaignRun:
             await self.store.update_run(self.campaign, self.entry)
 
     def _schedule(self) -> None:
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        # A finished task is not counted: it took nothing queued after its last look.
+        self._flushing = [task for task in self._flushing if not task.done()]
+        if len(self._flushing) < self.store.lanes:
+            self._flushing.append(asyncio.get_running_loop().create_task(self._flush()))
 
     async def _flush(self) -> None:
-        """Write batches until nothing is queued; what queues meanwhile goes in the next."""
+        """Write batches until nothing is queued; what queues meanwhile goes in the next, on
+        this lane or another. A recipient's outcome is queued only once its claim's batch is
+        done, so batches in flight together never hold the same recipient."""
         while (self._claims or self._outcomes) and self.lost is None:
             claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
             self._claims, self._waiters, self._outcomes = [], [], []
@@ -147,15 +151,17 @@ class CampaignRun:
                 async with asyncio.timeout(self.deadline):
                     await self.store.write(self.campaign, self.entry.run_id, claims, outcomes)
             except (StateLost, TimeoutError) as exc:
-                if isinstance(exc, StateLost):
-                    self.lost = exc
-                else:
-                    self.lost = StateLost(
-                        f"{self.location}: the state did not answer within "
-                        f"{self.deadline:g} s; stopped sending so that nobody is sent twice. "
-                        "Run again once it answers: what was in flight is reported uncertain"
-                    )
-                    self.store.abandon()  # stalled: nothing more may wait on it
+                if self.lost is None:
+                    if isinstance(exc, StateLost):
+                        self.lost = exc
+                    else:
+                        self.lost = StateLost(
+                            f"{self.location}: the state did not answer within "
+                            f"{self.deadline:g} s; stopped sending so that nobody is sent "
+                            "twice. Run again once it answers: what was in flight is reported "
+                            "uncertain"
+                        )
+                        self.store.abandon()  # stalled: nothing more may wait on it
                 for waiter in waiters + self._waiters:
                     if not waiter.done():
                         waiter.set_exception(self.lost)
@@ -167,15 +173,14 @@ class CampaignRun:
 
     def abandon(self) -> None:
         """Stop as a killed process does (for tests of what a crash leaves)."""
-        if self._flushing is not None:
-            self._flushing.cancel()
+        for task in self._flushing:
+            task.cancel()
         self._priors.close()
         self.store.abandon()
 
     async def close(self, **facts: Any) -> None:
         """Write what is left, settle the run's history entry with ``facts``, unlock."""
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
+        await asyncio.gather(*self._flushing, return_exceptions=True)
         await self._flush()
         self._priors.close()
         exit_code = facts.pop("exit_code", None)

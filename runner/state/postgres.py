@@ -155,10 +155,23 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
+async def _open(location: Location, masker: Masker) -> asyncpg.Connection:
     assert location.url is not None
     try:
-        connection = await asyncpg.connect(location.url, timeout=_CONNECT_TIMEOUT)
+        return await asyncpg.connect(location.url, timeout=_CONNECT_TIMEOUT)
+    except _DB_ERRORS as exc:
+        raise StateError(
+            f"{location}: cannot use the state database: {masker(_describe(exc))}. Nothing was sent"
+        ) from None
+    except ValueError as exc:  # the driver refused the URL itself
+        raise StateError(
+            f"{location}: this state URL cannot be used: {masker(_describe(exc))}. Nothing was sent"
+        ) from None
+
+
+async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
+    connection = await _open(location, masker)
+    try:
         async with connection.transaction():
             # Two first runs at once must not both create the tables.
             await connection.execute("SELECT pg_advisory_xact_lock($1)", _key("schema", ""))
@@ -174,25 +187,30 @@ async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
                     f"{location}: the state was written by a newer campaign-runner "
                     f"(schema {version}); upgrade to use it. Nothing was sent"
                 )
-    except _DB_ERRORS as exc:
-        raise StateError(
-            f"{location}: cannot use the state database: {masker(_describe(exc))}. Nothing was sent"
-        ) from None
-    except ValueError as exc:  # the driver refused the URL itself
-        raise StateError(
-            f"{location}: this state URL cannot be used: {masker(_describe(exc))}. Nothing was sent"
-        ) from None
+    except BaseException as exc:
+        connection.terminate()
+        if isinstance(exc, _DB_ERRORS):
+            raise StateError(
+                f"{location}: cannot use the state database: {masker(_describe(exc))}. "
+                "Nothing was sent"
+            ) from None
+        raise
     return connection
 
 
 class PostgresStore:
-    """The process's connection to one state database."""
+    """The process's connection to one state database, and during a run a second one that
+    takes every other batch of claims, so that one batch commits while the next is sent."""
+
+    lanes = 2  # measured: 1 lane 0.61-0.69 of SQLite, 2 lanes 0.71-0.72, 3 or 4 slower
 
     def __init__(self, location: Location, connection: asyncpg.Connection, masker: Masker):
         self.location = location
-        self._connection = connection
+        self._connection = connection  # statements, locks and leases: all on this one
         self._masker = masker
         self._lock = asyncio.Lock()  # one statement at a time on the connection
+        # Connections of their own for batches of claims, opened when a run begins.
+        self._writers: list[tuple[asyncpg.Connection, asyncio.Lock]] = []
         self.lost: StateLost | None = None
         self._leases: list[int] = []
         self._heartbeat = asyncio.ensure_future(self._beat())
@@ -201,13 +219,17 @@ class PostgresStore:
     async def connect(cls, location: Location, masker: Masker) -> PostgresStore:
         return cls(location, await _connect(location, masker), masker)
 
-    async def execute(self, query: str, *args: Any) -> Any:
-        """Run one statement; a failure marks the store lost and raises `StateLost`."""
+    async def execute(
+        self, query: str, *args: Any, lane: tuple[asyncpg.Connection, asyncio.Lock] | None = None
+    ) -> Any:
+        """Run one statement (on ``lane``, else on the main connection); a failure marks the
+        store lost and raises `StateLost`."""
         if self.lost is not None:
             raise self.lost
+        connection, lock = lane or (self._connection, self._lock)
         try:
-            async with self._lock:
-                return await self._connection.fetch(query, *args)
+            async with lock:
+                return await connection.fetch(query, *args)
         except Exception as exc:  # whatever the driver raises, the state is gone for this run
             if self.lost is not None:  # the heartbeat found it stalled first: say that
                 raise self.lost from None
@@ -234,8 +256,13 @@ class PostgresStore:
                     "stopped sending so that nobody is sent twice. Run again once it answers: "
                     "what was in flight is reported uncertain"
                 )
-                self._connection.terminate()  # nothing more waits on it
+                self._terminate()  # nothing more waits on it
                 return
+
+    def _terminate(self) -> None:
+        self._connection.terminate()
+        for connection, _ in self._writers:
+            connection.terminate()
 
     # -- one run --------------------------------------------------------------------------
 
@@ -292,10 +319,14 @@ class PostgresStore:
             IN_FLIGHT_AT_STOP,
         )
         await self._put_run(campaign, run)
+        while len(self._writers) < self.lanes:
+            self._writers.append((await _open(self.location, self._masker), asyncio.Lock()))
 
     async def write(
         self, campaign: str, run_id: str, claims: Sequence[Claim], outcomes: Sequence[Outcome]
     ) -> None:
+        # A free lane, so that batches overlap (the core keeps `lanes` of them in flight).
+        lane = next((w for w in self._writers if not w[1].locked()), None)
         await self.execute(
             _BATCH,
             campaign,
@@ -310,6 +341,7 @@ class PostgresStore:
             [o.result for o in outcomes],
             [o.error for o in outcomes],
             [o.at for o in outcomes],
+            lane=lane,
         )
 
     async def end(self, campaign: str, run: RunRecord) -> None:
@@ -442,7 +474,7 @@ class PostgresStore:
         when the database stalls: nothing may wait on it any more)."""
         self.lost = self.lost or StateLost(f"{self.location}: the state was let go")
         self._heartbeat.cancel()
-        self._connection.terminate()
+        self._terminate()
 
     async def close(self) -> None:
         """Close the connection; the server releases every lock it held."""
@@ -454,9 +486,12 @@ class PostgresStore:
         self._heartbeat.cancel()
         await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self.lost is not None:  # a stalled or lost connection: do not wait on it
-            self._connection.terminate()
+            self._terminate()
             return
         try:
-            await asyncio.wait_for(self._connection.close(), 5)
-        except _DB_ERRORS:
-            self._connection.terminate()
+            async with asyncio.timeout(5):
+                await asyncio.gather(
+                    self._connection.close(), *(c.close() for c, _ in self._writers)
+                )
+        except (*_DB_ERRORS, TimeoutError):
+            self._terminate()

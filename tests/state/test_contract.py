@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,38 @@ async def test_many_concurrent_claims_are_batched(location: Location) -> None:
         s.record(f"u{i}", Status.SENT, 1, 200, None, None)
     await s.close()
     assert (await read_status(location, "c"))["counts"]["sent"] == 500
+
+
+async def test_batches_overlap_up_to_the_stores_lanes_and_each_claim_waits_for_its_own(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await open_run(location, "c", "r")
+    real = s.store.write
+    in_flight = most = 0
+
+    async def slow_write(*args: Any) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.005)  # a slow round trip: claims queue meanwhile
+            await real(*args)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(s.store, "write", slow_write)
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(i * 0.0005)
+        await s.claim(f"u{i}", i)
+        # Durable once awaited, whichever lane took it.
+        assert (await read_status(location, "c"))["counts"]["sending"] >= 1
+        s.record(f"u{i}", Status.SENT, 1, 200, None, None)
+
+    await asyncio.gather(*(one(i) for i in range(60)))
+    await s.close()
+    assert most == s.store.lanes
+    assert (await read_status(location, "c"))["counts"]["sent"] == 60
 
 
 async def test_a_second_run_of_a_campaign_is_refused_while_the_first_holds_it(
