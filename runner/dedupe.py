@@ -12,11 +12,13 @@ from __future__ import annotations
 from array import array
 
 _EMPTY = 0
+_PRESIZED = 1 << 21  # slots (32 MB): enough for a million keys
 _BITS = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class SeenIndex:
     def __init__(self, capacity: int = 1 << 12) -> None:
+        capacity = 1 << max(12, (capacity - 1).bit_length())  # a power of two
         self._size = capacity
         self._mask = capacity - 1
         self._hashes = array("Q", bytes(8 * capacity))
@@ -62,3 +64,10 @@ class SeenIndex:
             rows[i] = row
             count += 1
         self._count = count
+
+    @classmethod
+    def for_about(cls, keys: int) -> SeenIndex:
+        """Sized for about ``keys`` keys from the start: growing re-hashes every key so far
+        (in Python, a few percent of a plan). Up to `_PRESIZED` slots: a guess is a guess,
+        and past that the table grows as keys come."""
+        return cls(min(2 * keys + 1, _PRESIZED))

@@ -134,7 +134,7 @@ def prepare(
     renderer = Renderer(fields, campaign.audience.where, render_context(campaign))
     builder = module.builder(campaign.message, target)
     second = module.builder(campaign.message, reviewed) if reviewed is not None else None
-    seen = SeenIndex()
+    seen = SeenIndex.for_about(audience.rows_hint(campaign.audience))
     render, build, first_row = renderer.render, builder.build, seen.first_row
     for row in audience.rows(campaign.audience):
         n = row.n

@@ -37,6 +37,7 @@ def test_every_benchmark_runs_in_smoke_mode() -> None:
         "throughput: ",
         "cpu per request: ",
         "plan: ",
+        "plan vs a hand-written loop over ",
         "multi-bot (SQLite state): ",
         "aimd: ",
     ):

@@ -9,11 +9,12 @@ from urllib.parse import quote
 
 from runner.apis import NO_RECIPIENT, Built, Refusal, Request, check_attributes, recipient_key
 from runner.model import Endpoint, Field, V1Message
+from runner.render import is_template
 
 _JSON = {"Content-Type": "application/json"}
 
 
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+_SAFE = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch  # needs no escaping
 
 
 _MEMO: dict[str, str] = {}
@@ -21,9 +22,9 @@ _MEMO_SIZE = 4096
 
 
 def _q(value: str) -> str:
-    # Most values (ids, coupons) need no escaping, and the rest repeat (block names, greetings
-    # of common first names): both paths are many times cheaper than quote().
-    if _UNRESERVED.fullmatch(value):
+    # Most values (ids, coupons) need no escaping, and the rest repeat (greetings of common
+    # first names): both paths are many times cheaper than quote().
+    if _SAFE(value):
         return value
     quoted = _MEMO.get(value)
     if quoted is None:
@@ -96,7 +97,8 @@ class QueryFields(NamedTuple):
 
 
 class QueryBuilder:
-    """Builds ``POST {base}/bots/{bot}/users/{user}/send?...`` with the constant part made once."""
+    """Builds ``POST {base}/bots/{bot}/users/{user}/send?...`` with every constant part made
+    once: the base, the token, and each field that is not a template, quoted already."""
 
     def __init__(
         self,
@@ -110,26 +112,50 @@ class QueryBuilder:
         if block is None:
             raise ValueError("a message without a block cannot be built")
         self._block_param = names[block[0]]
-        self._prefix = f"{endpoint.base_url}/bots/{_q(endpoint.bot_id)}/users/"
+        self._head = f"{endpoint.base_url}/bots/{_q(endpoint.bot_id)}/users/"
         # "*" stays readable so a masked preview shows bot_token=***
         token = quote(endpoint.token, safe="*")
-        self._token_part = f"/send?{names['token']}={token}&{self._block_param}="
-        self._attribute_prefixes = [f"&{_q(name)}=" for name, _ in message.attributes]
-        self._suffix = "" if tag is None else f"&{names['tag']}={_q(tag)}"
+        # The query after the user id: (text before a rendered value, its index in the
+        # values); a field that is no template is the same in every request, so it joins the
+        # text around it.
+        texts = [f"/send?{names['token']}={token}&{self._block_param}="]
+        self._block_varies = is_template(block[1])
+        sources = [block[1], *(source for _, source in message.attributes)]
+        prefixes = [f"&{_q(name)}=" for name, _ in message.attributes]
+        segments: list[tuple[str, int]] = []
+        for i, source in enumerate(sources, 1):
+            if is_template(source):
+                segments.append(("".join(texts), i))
+                texts = []
+            else:
+                texts.append(_q(source))
+            if i - 1 < len(prefixes):
+                texts.append(prefixes[i - 1])
+        if tag is not None:
+            texts.append(f"&{names['tag']}={_q(tag)}")
+        self._segments = segments
+        self._tail = "".join(texts)
+        self._empty_block = Refusal(f"{self._block_param} renders empty")
+        if not block[1]:
+            self._block_varies = True  # validation refuses it; say so here too
 
     def build(self, values: Sequence[str]) -> Built | Refusal:
         """The request of the values the renderer made, in `fields` order."""
-        return self.make(QueryFields(values[0], values[1], values[2:]))
-
-    def make(self, fields: QueryFields) -> Built | Refusal:
-        user_id = recipient_key(fields.user_id)
+        user_id = values[0].strip()
+        if not user_id.isascii():
+            user_id = recipient_key(user_id)
         if not user_id:
             return NO_RECIPIENT
-        if not fields.block:
-            return Refusal(f"{self._block_param} renders empty")
-        parts = [self._prefix, _q(user_id), self._token_part, _q(fields.block)]
-        for prefix, value in zip(self._attribute_prefixes, fields.attributes, strict=True):
-            parts.append(prefix)
-            parts.append(_q(value))
-        parts.append(self._suffix)
+        if self._block_varies and not values[1]:
+            return self._empty_block
+        q = _q
+        parts = [self._head, q(user_id)]
+        for text, i in self._segments:
+            parts.append(text)
+            parts.append(q(values[i]))
+        parts.append(self._tail)
         return Built(user_id, Request("POST", "".join(parts), _JSON, None))
+
+    def make(self, fields: QueryFields) -> Built | Refusal:
+        """`build` of values given by name."""
+        return self.build([fields.user_id, fields.block, *fields.attributes])

@@ -28,9 +28,9 @@ def query(request: Request) -> list[tuple[str, str]]:
 def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
     message = V1Message(
         user_id="",
-        block_name="Spring Sale",
+        block_name="{{ customer.block }}",
         messaging_tag="ACCOUNT_UPDATE",
-        attributes=(("greeting", ""), ("note", "")),
+        attributes=(("greeting", "{{ customer.greeting }}"), ("note", "{{ customer.note }}")),
     )
     fields = QueryFields(user_id="u 1/2", block="Spring Sale", attributes=(TRICKY, ""))
     recipient, request = built(v1.builder(message, ENDPOINT).make(fields))
@@ -58,7 +58,10 @@ def test_v1_block_id_and_no_tag() -> None:
 
 def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
     message = V1Message(
-        user_id="", flow_name="Welcome", messaging_tag="ACCOUNT_UPDATE", attributes=(("plan", ""),)
+        user_id="",
+        flow_name="Welcome",
+        messaging_tag="ACCOUNT_UPDATE",
+        attributes=(("plan", "{{ customer.plan }}"),),
     )
     fields = QueryFields(user_id="7", block="Welcome", attributes=("PRO",))
     _, request = built(chatfuel.builder(message, ENDPOINT).make(fields))
@@ -70,8 +73,29 @@ def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
     ]
 
 
+def test_fields_that_are_no_templates_are_quoted_once_into_the_url() -> None:
+    """A block or attribute written as plain text is the same in every request: it is part of
+    the URL made once, exactly as it would be quoted per row."""
+    constant = V1Message(
+        user_id="{{ customer.id }}",
+        block_name=TRICKY,
+        attributes=(("a b", TRICKY), ("greeting", "{{ customer.g }}"), ("empty", "")),
+        messaging_tag="ACCOUNT_UPDATE",
+    )
+    _, request = built(v1.builder(constant, ENDPOINT).build(["7", TRICKY, TRICKY, "Hi & bye", ""]))
+    assert query(request) == [
+        ("bot_token", "t0k&n="),
+        ("block_name", TRICKY),
+        ("a b", TRICKY),
+        ("greeting", "Hi & bye"),
+        ("empty", ""),
+        ("messaging_tag", '"ACCOUNT_UPDATE"'),
+    ]
+    assert request.url.startswith("https://api.smax.bot/bots/6123abcd/users/7/send?")
+
+
 def test_v1_skips_an_empty_recipient() -> None:
-    builder = v1.builder(V1Message(user_id="", block_name="B"), ENDPOINT)
+    builder = v1.builder(V1Message(user_id="", block_name="{{ customer.b }}"), ENDPOINT)
     assert builder.make(QueryFields(user_id="  ", block="B")) == "no recipient id"
     assert builder.make(QueryFields(user_id="1", block="")) == "block_name renders empty"
     # The renderer's values come in the order of template_fields: user_id, block, attributes.
