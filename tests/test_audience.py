@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.audience import MAX_LINE, Row, columns, rows
+from runner.audience import MAX_LINE, Row, columns, rows, rows_hint
 from runner.errors import AudienceError
 from runner.model import Audience
 
@@ -175,3 +175,16 @@ def test_columns_are_the_header_or_the_first_records_keys(tmp_path: Path) -> Non
     assert columns(Audience(tmp_path / "a.jsonl", "jsonl", None, None)) == {"id", "city", "tz"}
     inline = Audience(None, None, ({"id": 1}, {"id": 2, "vip": "y"}), None)
     assert columns(inline) == {"id", "vip"}
+
+
+def test_the_rows_hint_is_near_the_count_and_never_raises(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("id,name\n" + "".join(f"{10**15 + i},Name {i % 7}\n" for i in range(20000)))
+    hint = rows_hint(Audience(file=path, format="csv", customers=None, where=None))
+    assert 19000 <= hint <= 21000
+    inline = Audience(file=None, format=None, customers=({"id": "1"}, {"id": "2"}), where=None)
+    assert rows_hint(inline) == 2
+    missing = Audience(file=tmp_path / "none.csv", format="csv", customers=None, where=None)
+    assert rows_hint(missing) == 0
+    (tmp_path / "one-line.csv").write_text("id")
+    assert rows_hint(Audience(tmp_path / "one-line.csv", "csv", None, None)) == 0
