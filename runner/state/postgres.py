@@ -199,17 +199,19 @@ async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
 
 
 class PostgresStore:
-    """The process's connection to one state database, and during a run a second one that
-    takes every other batch of claims, so that one batch commits while the next is sent."""
+    """The process's connection to one state database, and during a run a second one, so
+    that one batch of claims commits while the next is sent: two connections in all."""
 
-    lanes = 2  # measured: 1 lane 0.61-0.69 of SQLite, 2 lanes 0.71-0.72, 3 or 4 slower
+    # Measured side by side: one lane 0.61-0.69 of SQLite's rate, two 0.71-0.72; three or four
+    # were slower on two cores (each backend takes CPU from the client and the API).
+    lanes = 2
 
     def __init__(self, location: Location, connection: asyncpg.Connection, masker: Masker):
         self.location = location
         self._connection = connection  # statements, locks and leases: all on this one
         self._masker = masker
         self._lock = asyncio.Lock()  # one statement at a time on the connection
-        # Connections of their own for batches of claims, opened when a run begins.
+        # The other lanes' connections, for batches only, opened when a run begins.
         self._writers: list[tuple[asyncpg.Connection, asyncio.Lock]] = []
         self.lost: StateLost | None = None
         self._leases: list[int] = []
@@ -319,13 +321,14 @@ class PostgresStore:
             IN_FLIGHT_AT_STOP,
         )
         await self._put_run(campaign, run)
-        while len(self._writers) < self.lanes:
+        while len(self._writers) < self.lanes - 1:
             self._writers.append((await _open(self.location, self._masker), asyncio.Lock()))
 
     async def write(
         self, campaign: str, run_id: str, claims: Sequence[Claim], outcomes: Sequence[Outcome]
     ) -> None:
-        # A free lane, so that batches overlap (the core keeps `lanes` of them in flight).
+        # A free lane, so that batches overlap (the core keeps `lanes` of them in flight);
+        # the main connection when the others are busy.
         lane = next((w for w in self._writers if not w[1].locked()), None)
         await self.execute(
             _BATCH,

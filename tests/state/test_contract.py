@@ -263,3 +263,22 @@ async def test_status_reads_a_read_only_state_folder(tmp_path: Path) -> None:
         assert (await read_status(Location(path=path), "c"))["counts"]["sent"] == 1
     finally:
         folder.chmod(0o755)
+
+
+async def test_a_run_holds_two_connections_to_a_state_database(postgres_url: str) -> None:
+    """One for its locks and statements, one more for batches: a fleet of workers costs the
+    server two connections each, never a pool."""
+    import asyncpg
+
+    s = await open_run(Location(url=postgres_url), "c", "r")
+    await asyncio.gather(*(s.claim(f"u{i}", i) for i in range(50)))
+    watcher = await asyncpg.connect(postgres_url)
+    try:
+        held = await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+    finally:
+        await watcher.close()
+    await s.close()
+    assert held == 2
