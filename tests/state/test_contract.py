@@ -282,3 +282,38 @@ async def test_a_run_holds_two_connections_to_a_state_database(postgres_url: str
         await watcher.close()
     await s.close()
     assert held == 2
+
+
+async def test_a_first_run_on_a_new_state_database_looks_each_outcome_up_by_its_key(
+    postgres_url: str,
+) -> None:
+    """The batch's plan is made while a new state's table is empty; it must still find each
+    outcome's row by its key, not read the campaign's rows for every batch (which made a
+    first big run slower with every batch)."""
+    import asyncpg
+
+    s = await open_run(Location(url=postgres_url), "c", "r")
+    outcomes = 0
+    for batch in range(60):  # well past the five runs after which a connection keeps a plan
+        names = [f"u{batch}-{i}" for i in range(10)]
+        await asyncio.gather(*(s.claim(name, i) for i, name in enumerate(names)))
+        for name in names:
+            s.record(name, Status.SENT, 1, 200, None, None)
+        outcomes += len(names)
+    await s.close()
+    watcher = await asyncpg.connect(postgres_url)
+    try:
+        for _ in range(100):  # a backend's counters reach the view once it has gone
+            found = await watcher.fetchrow(
+                "SELECT n_tup_upd, idx_tup_fetch FROM pg_stat_user_tables "
+                "WHERE relname = 'campaign_runner_recipients'"
+            )
+            if found["n_tup_upd"] >= outcomes:
+                break
+            await asyncio.sleep(0.05)
+            await watcher.execute("SELECT pg_stat_clear_snapshot()")
+    finally:
+        await watcher.close()
+    assert found["n_tup_upd"] == outcomes
+    # One row fetched per outcome (a join would have read thousands per batch).
+    assert found["idx_tup_fetch"] <= outcomes + 100
