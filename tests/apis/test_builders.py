@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.apis import Built, Refusal, Request, chatfuel, v1, v2
 from runner.apis.v1 import QueryFields
@@ -176,3 +179,39 @@ def test_a_v2_text_over_messengers_limit_is_a_refused_row() -> None:
             "2,500 characters, over Messenger's 2,000 for one text message",
         )
     ]
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    block=_TEXT.filter(bool),
+    attributes=st.lists(st.tuples(_TEXT.filter(bool), _TEXT), max_size=4, unique_by=lambda a: a[0]),
+    constant=st.lists(st.booleans(), min_size=5, max_size=5),
+    api=st.sampled_from([v1, chatfuel]),
+)
+def test_a_constant_field_makes_the_same_url_as_a_template_rendering_the_same_text(
+    block: str, attributes: list[tuple[str, str]], constant: list[bool], api: Any
+) -> None:
+    """Folding plain-text fields into the URL made once changes no byte of any request."""
+    sources = [block, *(value for _, value in attributes)]
+    templated = [f"{{{{ customer.f{i} }}}}" for i in range(len(sources))]
+    mixed = [
+        s if constant[i] else t for i, (s, t) in enumerate(zip(sources, templated, strict=True))
+    ]
+    names = [name for name, _ in attributes]
+
+    def message(values: list[str]) -> V1Message:
+        key = "flow_name" if api is chatfuel else "block_name"
+        return V1Message(
+            user_id="{{ customer.id }}",
+            attributes=tuple(zip(names, values[1:], strict=True)),
+            messaging_tag="ACCOUNT_UPDATE",
+            **{key: values[0]},
+        )
+
+    rendered = ["u 1", *sources]
+    every_template = api.builder(message(templated), ENDPOINT).build(rendered)
+    some_constant = api.builder(message(mixed), ENDPOINT).build(rendered)
+    assert some_constant == every_template
