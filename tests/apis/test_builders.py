@@ -181,7 +181,7 @@ def test_a_v2_text_over_messengers_limit_is_a_refused_row() -> None:
     ]
 
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
