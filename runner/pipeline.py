@@ -44,6 +44,7 @@ class Skipped(NamedTuple):
 
 
 Item = Prepared | Skipped
+_tuple = tuple.__new__
 
 
 def earlier(
@@ -136,20 +137,19 @@ def prepare(
     second = module.builder(campaign.message, reviewed) if reviewed is not None else None
     seen = SeenIndex.for_about(audience.rows_hint(campaign.audience))
     render, build, first_row = renderer.render, builder.build, seen.first_row
-    for row in audience.rows(campaign.audience):
-        n = row.n
-        record = row.fields
+    fixed_zone = schedule.timezone or ""
+    for n, record, error in audience.rows(campaign.audience):
         if record is None:
-            yield Skipped(n, row.error or "unreadable", None, Status.INVALID)
+            yield Skipped(n, error or "unreadable", None, Status.INVALID)
             continue
         values = render(record)
         if isinstance(values, Skip):
             if values is FILTERED:
-                yield Skipped(n, values)
+                yield _tuple(Skipped, (n, values, None, Status.SKIPPED, None))  # a tenth of rows
             else:
                 yield Skipped(n, values, None, Status.INVALID)
             continue
-        zone = schedule.timezone or ""
+        zone = fixed_zone
         if zone_template:
             zone = values[-1].strip()
             values = values[:-1]
@@ -178,7 +178,7 @@ def prepare(
                 n, recipient, request, record, None if isinstance(again, Refusal) else again[1]
             )
             continue
-        yield Prepared(n, recipient, request, record)
+        yield _tuple(Prepared, (n, recipient, request, record, None))  # made in C: see audience
 
 
 def _distance(a: str, b: str, most: int) -> int:

@@ -80,6 +80,7 @@ class ReportWriter:
         self._undelivered: IO[bytes] | None = None
         self._flushed = time.monotonic()
         self.tally = Tally()
+        self._put, self._count = self._results.write, self.tally.add  # once a line, bound once
         self.started = now_iso()
 
     def write(
@@ -87,8 +88,8 @@ class ReportWriter:
     ) -> None:
         """A row settled (or skipped) by this run; ``this_run=False``: a row an earlier run
         settled, listed and counted by status but not as this run's answers."""
-        self._results.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-        self.tally.add(line, this_run)
+        self._put(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        self._count(line, this_run)
         now = time.monotonic()
         if now - self._flushed >= FLUSH_EVERY:  # a crash loses at most this long's lines
             self._results.flush()

@@ -81,6 +81,7 @@ def plan(
             items = itertools.islice(items, limit)
         write = writer.write
         history = reader.has_history
+        masking = masker.active  # a bot id or base URL read from the environment
         for item in items:
             if isinstance(item, pipeline.Skipped):
                 write(line(item.row, item.recipient, item.status, reason=item.reason))
@@ -100,7 +101,7 @@ def plan(
                     writer.write(found, this_run=False)
                     continue
             request = item.request.for_report()
-            if masker.active:  # a bot id or base URL read from the environment
+            if masking:
                 request["url"] = masker(request["url"])
             entry = line(item.row, item.recipient, Status.PLANNED)
             entry["request"] = request
