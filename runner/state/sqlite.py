@@ -93,6 +93,17 @@ ON CONFLICT (campaign, recipient) DO UPDATE SET
     status = 'sending', row = excluded.row, run_id = excluded.run_id,
     updated_at = excluded.updated_at
 """
+# A claim and its outcome in one write: the row as the two of them in turn would leave it.
+_SETTLED = """
+INSERT INTO recipients (campaign, recipient, row, status, attempts, http_status, result, error,
+    run_id, first_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (campaign, recipient) DO UPDATE SET
+    row = excluded.row, status = excluded.status, attempts = attempts + excluded.attempts,
+    http_status = excluded.http_status, result = excluded.result, error = excluded.error,
+    run_id = excluded.run_id, updated_at = excluded.updated_at
+"""
+_FOLD_BATCH = 4096  # settled rows handed to SQLite at once
 _OUTCOME = """
 UPDATE recipients SET status = ?, attempts = attempts + ?, http_status = ?, result = ?,
     error = ?, updated_at = ?
@@ -156,7 +167,11 @@ def fold(db: sqlite3.Connection, campaign: str, journal: Path) -> None:
 
 
 def apply(db: sqlite3.Connection, campaign: str, journal: Path) -> str | None:
-    """Replay a journal inside the caller's transaction; its run id, None if folded before."""
+    """Replay a journal inside the caller's transaction; its run id, None if folded before.
+
+    A claim and the outcome that follows it become one write of the recipient's row (what
+    applying them one after the other leaves), made in batches: a claim waits in memory until
+    its outcome comes, and only the run's in-flight recipients ever wait at once."""
     records = journal_file.records(journal)
     header = next(records, None)
     run_id = str(header[1]) if header and header[0] == journal_file.RUN else journal.name
@@ -164,15 +179,37 @@ def apply(db: sqlite3.Connection, campaign: str, journal: Path) -> str | None:
         "SELECT 1 FROM folded_runs WHERE campaign = ? AND run_id = ?", (campaign, run_id)
     ).fetchone():
         return None
+    claimed: dict[str, tuple[Any, ...]] = {}  # recipient -> its claim, awaiting its outcome
+    settled: list[tuple[Any, ...]] = []
+
+    def write_settled() -> None:
+        db.executemany(_SETTLED, settled)
+        settled.clear()
+
     for record in records:
         if record[0] == journal_file.CLAIM:
             _, recipient, row, at = record
-            db.execute(_CLAIM, (campaign, recipient, row, run_id, at, at))
+            if recipient in claimed:  # claimed again before an outcome: keep the order
+                write_settled()
+                db.execute(_CLAIM, claimed.pop(recipient))
+            claimed[recipient] = (campaign, recipient, row, run_id, at, at)
         elif record[0] == journal_file.OUTCOME:
             _, recipient, status, attempts, http_status, result, error, at = record
-            db.execute(
-                _OUTCOME, (status, attempts, http_status, result, error, at, campaign, recipient)
-            )
+            claim = claimed.pop(recipient, None)
+            if claim is None:  # no claim of this run waiting: the row is there already
+                write_settled()
+                db.execute(
+                    _OUTCOME,
+                    (status, attempts, http_status, result, error, at, campaign, recipient),
+                )
+                continue
+            _, _, row, _, first_at, _ = claim
+            outcome = (status, attempts, http_status, result, error)
+            settled.append((campaign, recipient, row, *outcome, run_id, first_at, at))
+            if len(settled) >= _FOLD_BATCH:
+                write_settled()
+    write_settled()
+    db.executemany(_CLAIM, claimed.values())  # still in flight when the journal ended
     return run_id
 
 
