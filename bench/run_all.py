@@ -64,12 +64,15 @@ def main() -> int:
         help="only the benchmarks that need a PostgreSQL server ($CAMPAIGN_BENCH_POSTGRES), "
         "or only the others",
     )
+    parser.add_argument("--script", help="only this script's runs (pacing.py, cpu.py, ...)")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     failed = 0
     for script, *options in SMOKE if args.smoke else FULL:
         postgres = script == "state_backends.py" or "postgres" in options
         if args.only and (args.only == "postgres") != postgres:
+            continue
+        if args.script and script != args.script:
             continue
         done = subprocess.run(
             [sys.executable, str(HERE / script), *options], capture_output=True, text=True

@@ -184,7 +184,7 @@ def test_a_v2_text_over_messengers_limit_is_a_refused_row() -> None:
 _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     block=_TEXT.filter(bool),
     attributes=st.lists(st.tuples(_TEXT.filter(bool), _TEXT), max_size=4, unique_by=lambda a: a[0]),

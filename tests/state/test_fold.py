@@ -53,7 +53,7 @@ def _rows(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return db.execute("SELECT * FROM recipients ORDER BY campaign, recipient").fetchall()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     before=st.lists(
         st.tuples(
