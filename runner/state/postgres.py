@@ -322,6 +322,10 @@ class PostgresStore:
         return Holder(r["host"], r["pid"], f"{r['since']:%Y-%m-%d %H:%M:%S %Z}")
 
     async def begin(self, campaign: str, run: RunRecord) -> None:
+        # The second connection first: a server out of connections refuses the run before it
+        # enters the history or changes anything.
+        while len(self._writers) < self.lanes - 1:
+            self._writers.append((await _open(self.location, self._masker), asyncio.Lock()))
         # Whatever was in flight when an earlier run died may or may not have been sent.
         await self.execute(
             "UPDATE campaign_runner_recipients SET status = 'uncertain', error = $2 "
@@ -330,8 +334,6 @@ class PostgresStore:
             IN_FLIGHT_AT_STOP,
         )
         await self._put_run(campaign, run)
-        while len(self._writers) < self.lanes - 1:
-            self._writers.append((await _open(self.location, self._masker), asyncio.Lock()))
 
     async def write(
         self, campaign: str, run_id: str, claims: Sequence[Claim], outcomes: Sequence[Outcome]

@@ -317,3 +317,30 @@ async def test_a_first_run_on_a_new_state_database_looks_each_outcome_up_by_its_
     assert found["n_tup_upd"] == outcomes
     # One row fetched per outcome (a join would have read thousands per batch).
     assert found["idx_tup_fetch"] <= outcomes + 100
+
+
+async def test_a_server_with_no_connection_to_spare_refuses_the_run_and_keeps_nothing(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's second connection is refused (max_connections reached): the run stops before
+    it enters the history, and the campaign's lock is let go for the next try."""
+    from runner.state import postgres
+
+    location = Location(url=postgres_url)
+    real = postgres._open  # noqa: SLF001 - the seam a full server closes
+    opened = 0
+
+    async def refused_second(*args: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        if opened == 2:
+            raise StateError(f"{location}: cannot use the state database: too many clients")
+        return await real(*args)
+
+    monkeypatch.setattr(postgres, "_open", refused_second)
+    with pytest.raises(StateError, match="too many clients"):
+        await open_run(location, "c", "r1")
+    monkeypatch.setattr(postgres, "_open", real)
+    again = await open_run(location, "c", "r2")  # the lock was let go
+    assert [run.run_id for run in await again.store.runs("c")] == ["r2"]
+    await again.close()
