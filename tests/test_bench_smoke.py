@@ -36,6 +36,7 @@ OTHERS = {
     "pacing.py": "pacing: ",
     "throughput.py": "throughput: ",
     "cpu.py": "cpu per request: ",
+    "floor.py": "floor: in all ",
     "plan_scale.py": "plan: ",
     "plan_loop.py": "plan vs a hand-written loop over ",
     "multibot.py": "multi-bot (SQLite state): ",
