@@ -72,8 +72,10 @@ def rows_hint(audience: Audience) -> int:
     that what grows with it is sized once; 0 when unknown. Never raises."""
     if audience.customers is not None:
         return len(audience.customers)
+    assert audience.file is not None
     try:
-        assert audience.file is not None
+        if not audience.file.is_file():  # a pipe would block here, and lose what it gives
+            return 0
         with audience.file.open("rb") as handle:
             head = handle.read(_SAMPLE)
             size = os.fstat(handle.fileno()).st_size

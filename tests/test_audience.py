@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -188,3 +189,5 @@ def test_the_rows_hint_is_near_the_count_and_never_raises(tmp_path: Path) -> Non
     assert rows_hint(missing) == 0
     (tmp_path / "one-line.csv").write_text("id")
     assert rows_hint(Audience(tmp_path / "one-line.csv", "csv", None, None)) == 0
+    os.mkfifo(tmp_path / "pipe.csv")  # opening it to read would wait for a writer
+    assert rows_hint(Audience(tmp_path / "pipe.csv", "csv", None, None)) == 0
