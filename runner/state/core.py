@@ -88,7 +88,9 @@ class CampaignRun:
         self._claims: list[Claim] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._outcomes: list[Outcome] = []
-        self._flushing: list[asyncio.Task[None]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._starting = False  # a flush task is made and has not yet taken the queue
+        self._writing = 0  # batches in the store's hands now
         self.lost: StateLost | None = None
         self.deadline = WRITE_DEADLINE
 
@@ -133,18 +135,24 @@ class CampaignRun:
             await self.store.update_run(self.campaign, self.entry)
 
     def _schedule(self) -> None:
-        # A finished task is not counted: it took nothing queued after its last look.
-        self._flushing = [task for task in self._flushing if not task.done()]
-        if len(self._flushing) < self.store.lanes:
-            self._flushing.append(asyncio.get_running_loop().create_task(self._flush()))
+        # A task about to start takes all that is queued; another starts only while a lane
+        # is free. One busy with a batch takes the queue again when its batch is done.
+        if self._starting or self._writing >= self.store.lanes:
+            return
+        self._starting = True
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
         """Write batches until nothing is queued; what queues meanwhile goes in the next, on
         this lane or another. A recipient's outcome is queued only once its claim's batch is
         done, so batches in flight together never hold the same recipient."""
+        self._starting = False
         while (self._claims or self._outcomes) and self.lost is None:
             claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
             self._claims, self._waiters, self._outcomes = [], [], []
+            self._writing += 1
             try:
                 # A timeout scope, not wait_for: no task of its own for each batch, and a
                 # cancellation is never swallowed (wait_for can, in Python 3.11).
@@ -167,6 +175,8 @@ class CampaignRun:
                         waiter.set_exception(self.lost)
                 self._claims, self._waiters, self._outcomes = [], [], []
                 return
+            finally:
+                self._writing -= 1
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -181,6 +191,7 @@ class CampaignRun:
     async def close(self, **facts: Any) -> None:
         """Write what is left, settle the run's history entry with ``facts``, unlock."""
         await asyncio.gather(*self._flushing, return_exceptions=True)
+        self._starting = False
         await self._flush()
         self._priors.close()
         exit_code = facts.pop("exit_code", None)
