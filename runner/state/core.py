@@ -88,9 +88,7 @@ class CampaignRun:
         self._claims: list[Claim] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._outcomes: list[Outcome] = []
-        self._flushing: set[asyncio.Task[None]] = set()
-        self._starting = False  # a flush task is made and has not yet taken the queue
-        self._writing = 0  # batches in the store's hands now
+        self._flushing: asyncio.Task[None] | None = None
         self.lost: StateLost | None = None
         self.deadline = WRITE_DEADLINE
 
@@ -135,63 +133,49 @@ class CampaignRun:
             await self.store.update_run(self.campaign, self.entry)
 
     def _schedule(self) -> None:
-        # A task about to start takes all that is queued; another starts only while a lane
-        # is free. One busy with a batch takes the queue again when its batch is done.
-        if self._starting or self._writing >= self.store.lanes:
-            return
-        self._starting = True
-        task = asyncio.get_running_loop().create_task(self._flush())
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        """Write batches until nothing is queued; what queues meanwhile goes in the next, on
-        this lane or another. A recipient's outcome is queued only once its claim's batch is
-        done, so batches in flight together never hold the same recipient."""
-        self._starting = False
+        """Write batches until nothing is queued; what queues meanwhile goes in the next."""
         while (self._claims or self._outcomes) and self.lost is None:
             claims, waiters, outcomes = self._claims, self._waiters, self._outcomes
             self._claims, self._waiters, self._outcomes = [], [], []
-            self._writing += 1
             try:
                 # A timeout scope, not wait_for: no task of its own for each batch, and a
                 # cancellation is never swallowed (wait_for can, in Python 3.11).
                 async with asyncio.timeout(self.deadline):
                     await self.store.write(self.campaign, self.entry.run_id, claims, outcomes)
             except (StateLost, TimeoutError) as exc:
-                if self.lost is None:
-                    if isinstance(exc, StateLost):
-                        self.lost = exc
-                    else:
-                        self.lost = StateLost(
-                            f"{self.location}: the state did not answer within "
-                            f"{self.deadline:g} s; stopped sending so that nobody is sent "
-                            "twice. Run again once it answers: what was in flight is reported "
-                            "uncertain"
-                        )
-                        self.store.abandon()  # stalled: nothing more may wait on it
+                if isinstance(exc, StateLost):
+                    self.lost = exc
+                else:
+                    self.lost = StateLost(
+                        f"{self.location}: the state did not answer within "
+                        f"{self.deadline:g} s; stopped sending so that nobody is sent twice. "
+                        "Run again once it answers: what was in flight is reported uncertain"
+                    )
+                    self.store.abandon()  # stalled: nothing more may wait on it
                 for waiter in waiters + self._waiters:
                     if not waiter.done():
                         waiter.set_exception(self.lost)
                 self._claims, self._waiters, self._outcomes = [], [], []
                 return
-            finally:
-                self._writing -= 1
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
     def abandon(self) -> None:
         """Stop as a killed process does (for tests of what a crash leaves)."""
-        for task in self._flushing:
-            task.cancel()
+        if self._flushing is not None:
+            self._flushing.cancel()
         self._priors.close()
         self.store.abandon()
 
     async def close(self, **facts: Any) -> None:
         """Write what is left, settle the run's history entry with ``facts``, unlock."""
-        await asyncio.gather(*self._flushing, return_exceptions=True)
-        self._starting = False
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
         await self._flush()
         self._priors.close()
         exit_code = facts.pop("exit_code", None)

@@ -102,8 +102,7 @@ CREATE TABLE IF NOT EXISTS campaign_runner_controls (
 # keeps for the statement was made while a new state's table was empty and read every row of
 # the campaign for each batch: a first run of 30,000 recipients slowed six-fold as it went, and
 # a first run of a million would have crawled. Only this run writes its campaign's rows (the
-# campaign lock), and never one recipient in two batches at once, so the row found is the row
-# updated.
+# campaign lock), one batch at a time, so the row found is the row updated.
 # Outcomes and claims of one batch in one statement: atomic, so a crash can never keep new
 # claims while losing the outcomes queued before them, and one round trip. A recipient's claim
 # and its outcome are never in the same batch: the outcome is recorded after the claim.
@@ -164,23 +163,10 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _open(location: Location, masker: Masker) -> asyncpg.Connection:
+async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
     assert location.url is not None
     try:
-        return await asyncpg.connect(location.url, timeout=_CONNECT_TIMEOUT)
-    except _DB_ERRORS as exc:
-        raise StateError(
-            f"{location}: cannot use the state database: {masker(_describe(exc))}. Nothing was sent"
-        ) from None
-    except ValueError as exc:  # the driver refused the URL itself
-        raise StateError(
-            f"{location}: this state URL cannot be used: {masker(_describe(exc))}. Nothing was sent"
-        ) from None
-
-
-async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
-    connection = await _open(location, masker)
-    try:
+        connection = await asyncpg.connect(location.url, timeout=_CONNECT_TIMEOUT)
         async with connection.transaction():
             # Two first runs at once must not both create the tables.
             await connection.execute("SELECT pg_advisory_xact_lock($1)", _key("schema", ""))
@@ -196,32 +182,25 @@ async def _connect(location: Location, masker: Masker) -> asyncpg.Connection:
                     f"{location}: the state was written by a newer campaign-runner "
                     f"(schema {version}); upgrade to use it. Nothing was sent"
                 )
-    except BaseException as exc:
-        connection.terminate()
-        if isinstance(exc, _DB_ERRORS):
-            raise StateError(
-                f"{location}: cannot use the state database: {masker(_describe(exc))}. "
-                "Nothing was sent"
-            ) from None
-        raise
+    except _DB_ERRORS as exc:
+        raise StateError(
+            f"{location}: cannot use the state database: {masker(_describe(exc))}. Nothing was sent"
+        ) from None
+    except ValueError as exc:  # the driver refused the URL itself
+        raise StateError(
+            f"{location}: this state URL cannot be used: {masker(_describe(exc))}. Nothing was sent"
+        ) from None
     return connection
 
 
 class PostgresStore:
-    """The process's connection to one state database, and during a run a second one, so
-    that one batch of claims commits while the next is sent: two connections in all."""
-
-    # Measured side by side: one lane 0.61-0.69 of SQLite's rate, two 0.71-0.72; three or four
-    # were slower on two cores (each backend takes CPU from the client and the API).
-    lanes = 2
+    """The process's connection to one state database."""
 
     def __init__(self, location: Location, connection: asyncpg.Connection, masker: Masker):
         self.location = location
-        self._connection = connection  # statements, locks and leases: all on this one
+        self._connection = connection
         self._masker = masker
         self._lock = asyncio.Lock()  # one statement at a time on the connection
-        # The other lanes' connections, for batches only, opened when a run begins.
-        self._writers: list[tuple[asyncpg.Connection, asyncio.Lock]] = []
         self.lost: StateLost | None = None
         self._leases: list[int] = []
         self._heartbeat = asyncio.ensure_future(self._beat())
@@ -230,17 +209,13 @@ class PostgresStore:
     async def connect(cls, location: Location, masker: Masker) -> PostgresStore:
         return cls(location, await _connect(location, masker), masker)
 
-    async def execute(
-        self, query: str, *args: Any, lane: tuple[asyncpg.Connection, asyncio.Lock] | None = None
-    ) -> Any:
-        """Run one statement (on ``lane``, else on the main connection); a failure marks the
-        store lost and raises `StateLost`."""
+    async def execute(self, query: str, *args: Any) -> Any:
+        """Run one statement; a failure marks the store lost and raises `StateLost`."""
         if self.lost is not None:
             raise self.lost
-        connection, lock = lane or (self._connection, self._lock)
         try:
-            async with lock:
-                return await connection.fetch(query, *args)
+            async with self._lock:
+                return await self._connection.fetch(query, *args)
         except Exception as exc:  # whatever the driver raises, the state is gone for this run
             if self.lost is not None:  # the heartbeat found it stalled first: say that
                 raise self.lost from None
@@ -267,13 +242,8 @@ class PostgresStore:
                     "stopped sending so that nobody is sent twice. Run again once it answers: "
                     "what was in flight is reported uncertain"
                 )
-                self._terminate()  # nothing more waits on it
+                self._connection.terminate()  # nothing more waits on it
                 return
-
-    def _terminate(self) -> None:
-        self._connection.terminate()
-        for connection, _ in self._writers:
-            connection.terminate()
 
     # -- one run --------------------------------------------------------------------------
 
@@ -322,10 +292,6 @@ class PostgresStore:
         return Holder(r["host"], r["pid"], f"{r['since']:%Y-%m-%d %H:%M:%S %Z}")
 
     async def begin(self, campaign: str, run: RunRecord) -> None:
-        # The second connection first: a server out of connections refuses the run before it
-        # enters the history or changes anything.
-        while len(self._writers) < self.lanes - 1:
-            self._writers.append((await _open(self.location, self._masker), asyncio.Lock()))
         # Whatever was in flight when an earlier run died may or may not have been sent.
         await self.execute(
             "UPDATE campaign_runner_recipients SET status = 'uncertain', error = $2 "
@@ -338,9 +304,6 @@ class PostgresStore:
     async def write(
         self, campaign: str, run_id: str, claims: Sequence[Claim], outcomes: Sequence[Outcome]
     ) -> None:
-        # A free lane, so that batches overlap (the core keeps `lanes` of them in flight);
-        # the main connection when the others are busy.
-        lane = next((w for w in self._writers if not w[1].locked()), None)
         await self.execute(
             _BATCH,
             campaign,
@@ -355,7 +318,6 @@ class PostgresStore:
             [o.result for o in outcomes],
             [o.error for o in outcomes],
             [o.at for o in outcomes],
-            lane=lane,
         )
 
     async def end(self, campaign: str, run: RunRecord) -> None:
@@ -488,7 +450,7 @@ class PostgresStore:
         when the database stalls: nothing may wait on it any more)."""
         self.lost = self.lost or StateLost(f"{self.location}: the state was let go")
         self._heartbeat.cancel()
-        self._terminate()
+        self._connection.terminate()
 
     async def close(self) -> None:
         """Close the connection; the server releases every lock it held."""
@@ -500,12 +462,9 @@ class PostgresStore:
         self._heartbeat.cancel()
         await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self.lost is not None:  # a stalled or lost connection: do not wait on it
-            self._terminate()
+            self._connection.terminate()
             return
         try:
-            async with asyncio.timeout(5):
-                await asyncio.gather(
-                    self._connection.close(), *(c.close() for c, _ in self._writers)
-                )
-        except (*_DB_ERRORS, TimeoutError):
-            self._terminate()
+            await asyncio.wait_for(self._connection.close(), 5)
+        except _DB_ERRORS:
+            self._connection.terminate()

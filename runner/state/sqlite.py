@@ -274,8 +274,6 @@ class SqliteStore:
     journal applied, as a run would see it), so that `plan` and `status` work on a read-only
     folder and while a run is going on."""
 
-    lanes = 1  # a batch is one write() to the journal, done before the loop turns
-
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.location = Location(path=path)
         self.path = path

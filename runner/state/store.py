@@ -142,9 +142,6 @@ class Store(Protocol):
     `StateLost` (it stopped answering)."""
 
     location: Any  # runner.state.Location
-    #: Write batches that may be in flight at once. A database that answers over the network
-    #: takes the next batch while the last one commits; a local file needs no more than one.
-    lanes: int
 
     async def lock(self, campaign: str) -> None:
         """Take the campaign's lock for this process, or raise `LockHeld` saying who has it."""
