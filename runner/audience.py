@@ -282,6 +282,20 @@ def _check_depth(value: Any, path: Path, where: int, depth: int = 1) -> None:
                 _check_depth(v, path, where, depth + 1)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # half of a UTF-16 pair, escaped
+
+
+def _surrogate_escapes(handle: IO[bytes]) -> bool:
+    """Whether the file escapes any half of a UTF-16 pair (``\\ud83d\\ude00``, or a lone one),
+    read a megabyte at a time."""
+    carry = b""
+    while chunk := handle.read(1 << 20):
+        if _SURROGATE_ESCAPE.search(carry + chunk):
+            return True
+        carry = chunk[-5:]
+    return False
+
+
 def _json_array(path: Path, clean: bool = True) -> Iterator[Row]:
     import ijson  # imported here: only JSON-array audiences pay for it
 
@@ -292,9 +306,15 @@ def _json_array(path: Path, clean: bool = True) -> Iterator[Row]:
             head = head[3:].lstrip()
         if head and not head.startswith(b"["):
             raise AudienceError(f"{path}: expected a JSON array of customer objects")
+        # The fast parser turns a lone half of a UTF-16 pair into "?": "12\ud800" would be
+        # sent to recipient 12?. The Python one keeps it, and such a record is refused below,
+        # as JSON Lines refuses it.
+        handle.seek(0)
+        exact = _surrogate_escapes(handle)
         handle.seek(3 if bom else 0)
+        parse = ijson.get_backend("python").basic_parse if exact else ijson.basic_parse
         n = 0
-        records = _records(ijson.basic_parse(handle), path)
+        records = _records(parse(handle), path)
         while True:
             try:
                 record = next(records)
@@ -306,8 +326,18 @@ def _json_array(path: Path, clean: bool = True) -> Iterator[Row]:
             n += 1
             if type(record) is not dict:
                 yield Row(n, None, f"expected a JSON object, got {_kind(record)}")
+            elif exact and _lone_surrogate(record):
+                yield Row(n, None, "invalid JSON: a \\u escape holds half of a UTF-16 pair")
             else:
                 yield Row(n, _clean(record) if clean else record)
+
+
+def _lone_surrogate(record: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(record, default=str)  # numbers come as Decimal
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def _records(events: Iterator[tuple[str, Any]], path: Path) -> Iterator[Any]:

@@ -191,3 +191,19 @@ def test_the_rows_hint_is_near_the_count_and_never_raises(tmp_path: Path) -> Non
     assert rows_hint(Audience(tmp_path / "one-line.csv", "csv", None, None)) == 0
     os.mkfifo(tmp_path / "pipe.csv")  # opening it to read would wait for a writer
     assert rows_hint(Audience(tmp_path / "pipe.csv", "csv", None, None)) == 0
+
+
+def test_a_lone_half_of_a_utf16_pair_in_a_json_array_is_an_invalid_row(tmp_path: Path) -> None:
+    """The fast JSON parser would read "12\\ud800" as "12?" and send to another recipient;
+    the row is refused, as JSON Lines refuses it, and escaped pairs still read whole."""
+    path = tmp_path / "a.json"
+    path.write_text(
+        '[{"id": "12\\ud800"}, {"id": "13", "name": "\\ud83d\\ude00 Hi", "score": 1.5},'
+        ' {"id": "14", "note": "\\udc00"}]'
+    )
+    found = list(rows(Audience(file=path, format="json", customers=None, where=None)))
+    assert found == [
+        Row(1, None, "invalid JSON: a \\u escape holds half of a UTF-16 pair"),
+        Row(2, {"id": "13", "name": "\U0001f600 Hi", "score": Decimal("1.5")}),
+        Row(3, None, "invalid JSON: a \\u escape holds half of a UTF-16 pair"),
+    ]
