@@ -64,6 +64,17 @@ def check(tmp_path: Path) -> Callable[[str], list[str]]:
     return _check
 
 
+def test_the_shipped_schema_is_a_valid_json_schema() -> None:
+    """Checked here, not at every start of a command."""
+    import json
+
+    import jsonschema
+
+    from runner.schema import schema_text
+
+    jsonschema.Draft202012Validator.check_schema(json.loads(schema_text()))
+
+
 def test_the_good_campaigns_are_valid(check: Callable[[str], list[str]]) -> None:
     assert check(GOOD_V1) == []
     assert check(GOOD_V2) == []
