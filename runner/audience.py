@@ -309,8 +309,9 @@ def _json_array(path: Path, clean: bool = True) -> Iterator[Row]:
         # The fast parser turns a lone half of a UTF-16 pair into "?": "12\ud800" would be
         # sent to recipient 12?. The Python one keeps it, and such a record is refused below,
         # as JSON Lines refuses it.
+        # Only for the rows themselves: `columns` (validate, on the first records) reads keys.
         handle.seek(0)
-        exact = _surrogate_escapes(handle)
+        exact = clean and _surrogate_escapes(handle)
         handle.seek(3 if bom else 0)
         parse = ijson.get_backend("python").basic_parse if exact else ijson.basic_parse
         n = 0
