@@ -95,10 +95,7 @@ def columns(audience: Audience) -> set[str]:
     assert audience.file is not None
     assert audience.format is not None
     if audience.format == "csv":
-        with _open_text(audience.file) as handle:
-            lines = _csv_lines(handle, audience.file)
-            table = csv.reader(lines, strict=True, delimiter=audience.delimiter)
-            return set(_header(table, audience.file))
+        return set(_csv_header(audience.file, audience.delimiter))
     reader = _jsonl if audience.format == "jsonl" else _json_array
     found: set[str] = set()
     for row in reader(audience.file, clean=False):
@@ -114,15 +111,19 @@ def header(audience: Audience) -> list[str]:
     records otherwise), for undelivered.csv; empty when they cannot be read."""
     if audience.format == "csv" and audience.file is not None:
         try:
-            with _open_text(audience.file) as handle:
-                lines = _csv_lines(handle, audience.file)
-                return _header(csv.reader(lines, delimiter=audience.delimiter), audience.file)
+            return _csv_header(audience.file, audience.delimiter)
         except (OSError, AudienceError):
             return []
     try:
         return sorted(columns(audience))
     except (OSError, AudienceError):
         return []
+
+
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    with _open_text(path) as handle:
+        lines = _csv_lines(handle, path)
+        return _header(csv.reader(lines, strict=True, delimiter=delimiter), path)
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:
