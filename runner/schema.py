@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -41,6 +42,13 @@ _TYPE_NAMES = {
 @cache
 def schema_text() -> str:
     return resources.files("runner").joinpath("schemas/campaign.schema.json").read_text("utf-8")
+
+
+@cache
+def name_pattern() -> re.Pattern[str]:
+    """What a campaign's ``name`` may be, as the schema says (control reads names without
+    a valid file around them)."""
+    return re.compile(json.loads(schema_text())["properties"]["name"]["pattern"])
 
 
 @cache

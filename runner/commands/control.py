@@ -26,12 +26,11 @@ import yaml
 from runner import campaign as campaigns
 from runner import inert, lifecycle, repository, state
 from runner.errors import CampaignError, InvalidCampaign, UsageError
+from runner.schema import name_pattern
 from runner.secrets import Masker
 from runner.state import ENVIRONMENT, Location
 from runner.state.core import actor, open_store
 from runner.state.store import Control, Store
-
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")  # the schema's campaign name
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def targets_of(
                     problems.append(str(exc))
                     continue
                 found.append(Target(name, state.locate(state_given, path, name, False)))
-        elif NAME.fullmatch(text):
+        elif name_pattern().fullmatch(text):
             found.append(Target(text, _location_for_name(text, state_given), named=True))
         else:
             shown = inert.terminal(text[:60]) + ("…" if len(text) > 60 else "")
@@ -107,7 +106,7 @@ def _name_of(path: Path) -> str:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             data = None
         name = data.get("name") if isinstance(data, dict) else _name_line(path)
-        if not isinstance(name, str) or not NAME.fullmatch(name):
+        if not isinstance(name, str) or not name_pattern().fullmatch(name):
             raise UsageError(f"{path}: no campaign name can be read from this file") from None
         return name
 
@@ -118,7 +117,8 @@ def _name_line(path: Path) -> str | None:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    found = re.search(r"(?m)^name:\s*[\"']?([a-z0-9][a-z0-9_-]*)[\"']?\s*(#.*)?$", text)
+    # The value alone; whether it is a name at all is the schema's to say (`_name_of`).
+    found = re.search(r"(?m)^name:\s*[\"']?([^\s\"'#]+)[\"']?\s*(#.*)?$", text)
     return found.group(1) if found else None
 
 
