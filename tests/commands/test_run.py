@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from tests.helpers import ThreadedMock, results, summary
+from tests.helpers import ThreadedMock, delivered, results, summary
 
 REPO = Path(__file__).resolve().parents[2]  # the repository, above tests/commands/
 
@@ -563,3 +563,32 @@ def test_undelivered_csv_keeps_the_audiences_columns_when_nobody_is_in_it(
     path = v1_campaign(server.url, rows=2)
     assert invoke("run", path, "--quiet", "--report", "r").exit_code == 0
     assert (Path("r") / "undelivered.csv").read_text() == "id,first_name,status,reason\n"
+
+
+def test_a_json_audience_with_half_a_utf16_pair_sends_it_to_nobody(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "12\\ud800" once went to recipient "12?". From another folder: the run refuses, then
+    with the row allowed, it goes to nobody and the others arrive as written."""
+    server = mock()
+    path = v1_campaign(server.url)
+    text = path.read_text().replace("file: customers.csv", "file: customers.json")
+    path.write_text(text)
+    (tmp_path / "customers.json").write_text(
+        '[{"id": "12\\ud800"}, {"id": "13", "first_name": "\\ud83d\\ude00"}, {"id": "14"}]'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    refused = invoke("run", path, "--quiet")
+    assert refused.exit_code == 2
+    assert "  row 1: invalid JSON: a \\u escape holds half of a UTF-16 pair" in refused.output
+    assert server.arrivals == []
+    path.write_text(text.replace("audience:\n", "audience:\n  max_invalid: 1\n"))
+    sent = invoke("run", path, "--quiet", "--report", "r")
+    assert sent.exit_code == 0, sent.output
+    assert delivered(server) == {"13": 1, "14": 1}
