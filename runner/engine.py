@@ -363,6 +363,10 @@ class Engine:
         timed = job.deadline is not None or job.budget is not None
         while True:
             slot = pacer.try_acquire() or await pacer.acquire()
+            # The report's rate is of releases: the pacer spaces those, while a request's own
+            # start waits on its claim (a cold database's first commit would make a short run
+            # look faster than its limit).
+            released = slot.t
             if run.stopping or (timed and self._out_of_time(run)):
                 pacer.never_sent(slot)  # stopped while waiting for the pacer: never left
                 if attempts == 0:
@@ -385,7 +389,7 @@ class Engine:
                 if not slot.sent:
                     pacer.never_sent(slot)
             attempt.latency_ms = round((clock.monotonic() - started) * 1000, 2)
-            report.attempted(attempt.http_status, started, attempt.kind.value, pacer.rate)
+            report.attempted(attempt.http_status, released, attempt.kind.value, pacer.rate)
             if attempt.http_status is not None:
                 run.answered = True
             elif attempt.kind is Kind.RETRY and not run.answered:

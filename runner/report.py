@@ -98,11 +98,12 @@ class ReportWriter:
             self._keep_undelivered(line, record)
 
     def attempted(
-        self, http_status: int | None, started: float, kind: str = "sent", rate: float = 0.0
+        self, http_status: int | None, released: float, kind: str = "sent", rate: float = 0.0
     ) -> None:
-        """One HTTP attempt of this run, answered with ``http_status`` (None: no answer), of
-        outcome ``kind``, made while the bot's pacer allowed ``rate`` requests/s."""
-        self.tally.attempted(http_status, started, kind, rate)
+        """One HTTP attempt of this run, let go by the bot's pacer at ``released`` (monotonic
+        seconds) while it allowed ``rate`` requests/s, answered with ``http_status`` (None: no
+        answer), of outcome ``kind``."""
+        self.tally.attempted(http_status, released, kind, rate)
 
     def deferred(self, opens: float | None) -> None:
         """A deferred recipient, whose quiet hours end at ``opens`` (epoch seconds)."""

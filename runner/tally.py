@@ -109,8 +109,9 @@ class Tally:
         self.latencies: array[float] = array("d")
         self.first_invalid: list[dict[str, Any]] = []
         self.requests = 0  # HTTP attempts of this run, retries included
-        self.first_request: float | None = None
-        self.last_request: float | None = None
+        self.first_request: float | None = None  #: the earliest release of an attempt
+        self.last_request: float | None = None  #: the latest
+        self.origin: float | None = None  #: the timeline's second 0
         self.not_reached = 0
         self.timeline: dict[str, array[int]] = {}
         self.rates: array[float] = array("d")
@@ -140,17 +141,22 @@ class Tally:
             self.latencies.append(latency)
 
     def attempted(
-        self, http_status: int | None, started: float, kind: str = "sent", rate: float = 0.0
+        self, http_status: int | None, released: float, kind: str = "sent", rate: float = 0.0
     ) -> None:
         self.requests += 1
         if http_status is not None:
             self.http[http_status] += 1
-        if self.first_request is None:
-            self.first_request = started
-        self.last_request = started
+        # Attempts arrive as they finish, not in the order they were let go.
+        first, last = self.first_request, self.last_request
+        if first is None or released < first:
+            self.first_request = released
+        if last is None or released > last:
+            self.last_request = released
         # Per second of the run: requests by outcome, and the pacer's rate (a small array per
-        # outcome, not a timestamp per request: a million-request run stays small).
-        second = int(started - self.first_request)
+        # outcome, not a timestamp per request: a million-request run stays small). Seconds
+        # count from the first attempt to finish; one let go before it counts in second 0.
+        origin = self.origin = released if self.origin is None else self.origin
+        second = max(0, int(released - origin))
         counts = self.timeline.get(kind)
         if counts is None:
             counts = self.timeline[kind] = array("I")
@@ -182,8 +188,9 @@ class Tally:
         return per, found
 
     def requests_per_s(self) -> float | None:
-        """Intervals over the span between the first and the last request: a paced run never
-        shows more than its limit (n requests at a rate r span (n - 1) / r seconds)."""
+        """Intervals over the span between the first and the last release: a paced run never
+        shows more than its limit (the pacer lets n requests go over at least (n - 1) / r
+        seconds)."""
         if self.requests < 2 or self.first_request is None or self.last_request is None:
             return None
         span = self.last_request - self.first_request

@@ -69,3 +69,14 @@ def test_the_summary_escapes_what_it_did_not_write() -> None:
     assert not re.search(r"(?<!\\)<", text)  # every < is escaped: no HTML gets through
     assert r"\<img src=x\> \| \`code\`" in text
     assert r"\*\*bold\*\* \[x\]\(y\)" in text
+
+
+def test_attempts_that_finish_out_of_order_keep_the_span_and_the_timeline() -> None:
+    tally = Tally()
+    tally.attempted(200, 10.0)  # finished first, let go second
+    tally.attempted(200, 12.5)
+    tally.attempted(None, 8.5, "retry")  # let go first, answered after a long wait
+    assert (tally.first_request, tally.last_request) == (8.5, 12.5)
+    assert tally.requests_per_s() == 0.5  # two intervals over four seconds
+    assert tally.timeline["sent"] == array("I", [1, 0, 1])
+    assert tally.timeline["retry"] == array("I", [1])  # second 0, not wrapped onto the last

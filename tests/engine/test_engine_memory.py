@@ -28,6 +28,7 @@ class Ran:
     state: MemoryState
     transport: MemoryTransport
     clock: FakeClock = field(default_factory=FakeClock)
+    report: ReportWriter | None = None
 
 
 async def run(
@@ -37,6 +38,8 @@ async def run(
     script: list[tuple[int, bytes]] | None = None,
     rate: int = 1000,
     delivery: str = "",
+    clock: FakeClock | None = None,
+    state: MemoryState | None = None,
     **job: Any,
 ) -> Ran:
     """Send ``rows`` recipients through the engine, answered by ``script`` (then 200s)."""
@@ -47,7 +50,8 @@ async def run(
         "message: {user_id: '{{ customer.id }}', block_name: B}\n"
         f"delivery: {{concurrency: 2, retries: 2{delivery}}}\n"
     )
-    clock, state, transport = FakeClock(), MemoryState(), MemoryTransport(script)
+    clock, state = clock or FakeClock(), state or MemoryState()
+    transport = MemoryTransport(script)
     writer = ReportWriter(tmp_path / "report")
     engine = Engine(
         [
@@ -71,7 +75,7 @@ async def run(
     )
     await engine.run()
     writer.close()
-    return Ran(engine.runs[0], state, transport, clock)
+    return Ran(engine.runs[0], state, transport, clock, writer)
 
 
 async def test_a_503_is_retried_and_the_recipient_claimed_once(tmp_path: Path) -> None:
@@ -115,3 +119,26 @@ async def test_the_send_window_closing_mid_run_stops_starting_requests(tmp_path:
     assert 35 <= len(ran.transport.sent) <= 45  # four seconds at ten a second
     assert len(ran.state.claims) == len(ran.transport.sent)  # nobody claimed who was not sent
     assert len(ran.transport.sent) + sum(1 for _ in ran.run.rest()) == 80
+
+
+class SlowFirstClaim(MemoryState):
+    """A state whose first commit takes a while (a cold database), as on a real first run."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    async def claim(self, recipient: str, row: int) -> None:
+        if not self.claims:
+            await self._clock.sleep(0.03)
+        await super().claim(recipient, row)
+
+
+async def test_a_short_paced_run_never_reports_a_rate_above_its_limit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ran = await run(tmp_path, 5, rate=25, clock=clock, state=SlowFirstClaim(clock))
+    assert len(ran.transport.sent) == 5
+    assert ran.report is not None
+    rate = ran.report.tally.requests_per_s()
+    assert rate is not None
+    assert 20 < rate <= 25
