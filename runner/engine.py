@@ -275,9 +275,10 @@ class Engine:
                     if timed and self._out_of_time(run):
                         return
                     if isinstance(item, Skipped):
-                        write(line(item.row, item.recipient, item.status, reason=item.reason))
-                        if item.opens is not None:
-                            job.report.deferred(item.opens)
+                        if item.opens is None or not (history and _settled_earlier(job, item)):
+                            write(line(item.row, item.recipient, item.status, reason=item.reason))
+                            if item.opens is not None:
+                                job.report.deferred(item.opens)
                     elif not (history and _settled_earlier(job, item)):
                         if budget is not None:
                             if budget <= 0:
@@ -493,8 +494,11 @@ def _shorten(text: str) -> str:
     return text if len(text) <= outcome.SHOWN else text[: outcome.SHOWN] + "…"
 
 
-def _settled_earlier(job: Job, item: Prepared) -> bool:
-    """Report and drop a recipient an earlier run settled; False when it is to be sent."""
+def _settled_earlier(job: Job, item: Item) -> bool:
+    """Report and drop a recipient an earlier run settled; False when it is to be sent (or
+    deferred)."""
+    if item.recipient is None:
+        return False
     found = earlier(
         item,
         job.state.prior(item.recipient),
@@ -503,5 +507,6 @@ def _settled_earlier(job: Job, item: Prepared) -> bool:
     )
     if found is None:
         return False
-    job.report.write(found, record=item.record, this_run=False)
+    record = item.record if type(item) is Prepared else None
+    job.report.write(found, record=record, this_run=False)
     return True

@@ -48,13 +48,15 @@ _tuple = tuple.__new__
 
 
 def earlier(
-    item: Prepared, prior: Prior | None, *, retry_failed: bool, resend_uncertain: bool
+    item: Item, prior: Prior | None, *, retry_failed: bool, resend_uncertain: bool
 ) -> Line | None:
     """The report line of a recipient an earlier run settled, or None when it is to be sent.
 
-    One rule for `plan` and `run`: delivered ones are skipped; failed and uncertain ones are
-    reported as such unless the run is asked to send them again; unsent ones are sent."""
-    if prior is None:
+    One rule for `plan`, `run` and `status`: delivered ones are skipped; failed and uncertain
+    ones are reported as such unless the run is asked to send them again; unsent ones are
+    sent. A recipient in quiet hours now is judged by it too: one an earlier run settled is
+    not deferred (else a campaign whose audience spans zones would never be done)."""
+    if prior is None or item.recipient is None:
         return None
     if prior.status == Status.SENT:
         return line(item.row, item.recipient, Status.SKIPPED, reason="already sent")

@@ -396,3 +396,38 @@ def test_quiet_hours_begun_in_the_repeated_hour_last_until_their_end() -> None:
     opens = schedule.quiet_until("America/New_York", second_pass)
     assert opens is not None
     assert opens.isoformat() == "2026-11-01T06:00:00-05:00"
+
+
+def test_people_an_earlier_run_settled_are_not_deferred_by_their_quiet_hours(
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    invoke: Callable[..., Result],
+) -> None:
+    """Sent at 20:00, quiet at 22:00: a later run, the plan and the status call them already
+    sent, so a campaign spanning zones can be done."""
+    import runner.schedule
+
+    server = mock()
+    clock = {"now": datetime(2026, 11, 28, 20, 0, tzinfo=UTC)}
+    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
+    schedule = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
+    path = write(tmp_path, server.url, schedule, people="id,tz\n1,UTC\n2,UTC\n3,Asia/Tokyo\n")
+    assert invoke("run", path, "--quiet", "--report", "r1").exit_code == 0
+    assert len(server.arrivals) == 3
+    clock["now"] = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)  # 1 and 2 are in quiet hours
+
+    again = invoke("run", path, "--quiet", "--report", "r2")
+    assert again.exit_code == 0, again.output
+    assert len(server.arrivals) == 3
+    s = summary(Path("r2"))
+    assert (s["counts"]["deferred"], s["counts"]["skipped"]) == (0, 3)
+    assert {r["reason"] for r in results(Path("r2"))} == {"already sent"}
+
+    preview = invoke("plan", path, "--report", "p")
+    assert preview.exit_code == 0, preview.output
+    assert summary(Path("p"))["counts"]["deferred"] == 0
+
+    status = invoke("status", path)
+    assert "standing   done: every row settled (3 sent," in status.output, status.output
+    assert "deferred" not in status.output

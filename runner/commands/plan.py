@@ -84,6 +84,16 @@ def plan(
         masking = masker.active  # a bot id or base URL read from the environment
         for item in items:
             if isinstance(item, pipeline.Skipped):
+                if item.opens is not None and history:  # settled earlier: not deferred
+                    found = pipeline.earlier(
+                        item,
+                        reader.prior(item.recipient or ""),
+                        retry_failed=retry_failed,
+                        resend_uncertain=resend_uncertain,
+                    )
+                    if found is not None:
+                        writer.write(found, this_run=False)
+                        continue
                 write(line(item.row, item.recipient, item.status, reason=item.reason))
                 if item.opens is not None:
                     writer.deferred(item.opens)

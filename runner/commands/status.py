@@ -120,7 +120,15 @@ def _audience(campaign: Campaign, location: state.Location) -> tuple[int | None,
         for item in pipeline.prepare(campaign, target):
             if isinstance(item, pipeline.Prepared):
                 fresh += reader.prior(item.recipient) is None
-            elif item.status is Status.DEFERRED:
+            elif item.status is Status.DEFERRED and (
+                pipeline.earlier(
+                    item,
+                    reader.prior(item.recipient or ""),
+                    retry_failed=False,
+                    resend_uncertain=False,
+                )
+                is None
+            ):  # one an earlier run settled is not deferred
                 deferred[item.reason] += 1
         return fresh, dict(deferred.most_common())
     except (CampaignError, OSError):
