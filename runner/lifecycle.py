@@ -48,13 +48,13 @@ class CampaignStopped(CampaignError):
 def stopped_words(campaign: str, control: Control) -> str:
     when = datetime.fromtimestamp(control.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     then = {
-        "paused": "`campaign resume` makes it due again",
-        "moved": "run it with the state it was copied to",
-    }.get(control.action, "a cancelled campaign never sends again under this name")
+        "paused": "; `campaign resume` makes it due again",
+        "moved": "",  # its reason says where to run it
+    }.get(control.action, "; a cancelled campaign never sends again under this name")
     # One line, whatever was stored: the words reach CI logs, where a newline could forge a
     # line of its own (a workflow command).
     who, why = (" ".join(inert.terminal(t).split()) for t in (control.actor, control.reason))
-    return f"campaign {campaign} was {control.action} by {who} at {when}: {why}; {then}"
+    return f"campaign {campaign} was {control.action} by {who} at {when}: {why}{then}"
 
 
 async def refuse_if_stopped(store: Store, campaign: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from runner.errors import CampaignError, InvalidCampaign, UsageError
 from runner.schema import name_pattern
 from runner.secrets import Masker
 from runner.state import ENVIRONMENT, Location
+from runner.state.copy import MOVED, moved_where
 from runner.state.core import actor, open_store
 from runner.state.store import Control, Store
 
@@ -211,12 +213,23 @@ async def _one(
         else:
             outcome.failed.append(f"{words}. Nothing was changed")
         return
-    if action is None and before is not None and before.action == "moved":
-        outcome.failed.append(
-            f"{lifecycle.stopped_words(name, before)}. Resuming it here would send again "
-            "those the other state reached: run it with that state, or copy it back with "
-            "campaign state copy. Nothing was changed"
-        )
+    if before is not None and before.action == MOVED:
+        words = lifecycle.stopped_words(name, before)
+        if action is None:
+            outcome.failed.append(
+                f"{words}. Resuming it here would send again those the other state reached: "
+                "run it with that state, or copy it back with campaign state copy. Nothing "
+                "was changed"
+            )
+        else:  # an emergency stop here would stop nothing: its runs use the other state
+            verb = {"paused": "pause", "cancelled": "cancel"}[action]
+            there = moved_where(before)
+            state_option = shlex.quote(str(there)) if there is not None else "<that state>"
+            outcome.failed.append(
+                f"{name}: NOT {action.upper()}: its runs use the state it was moved to, not "
+                f"{where} ({words}). {verb.capitalize()} it there: campaign {verb} {name} "
+                f"--state {state_option} --reason ... Nothing was changed here"
+            )
         return
     if action is None:
         if before is None:

@@ -643,3 +643,31 @@ def test_only_the_state_a_campaign_moved_to_can_bring_it_back(
     assert max(counts.values()) == 1
     assert invoke("pause", "", "--reason", "x").exit_code == 2  # "" is not "here"
     assert standings(invoke, path, "--state", postgres_url) == {"kappa": "done"}
+
+
+def test_an_emergency_stop_where_a_campaign_moved_from_refuses_and_says_where(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    """The stop must never report success while the runs go on in the state it moved to."""
+    server = mock()
+    path = campaign(tmp_path, "lamda", server.url, rows=20)
+    assert invoke("run", path, "--limit", "5", "--quiet").exit_code == 0
+    local = tmp_path / ".campaign-state" / "lamda.sqlite3"
+    assert invoke("state", "copy", local, postgres_url).exit_code == 0
+    for verb, done in (("pause", "PAUSED"), ("cancel", "CANCELLED")):
+        stop = invoke(verb, path, "--reason", "wrong coupon")
+        assert stop.exit_code == 2, stop.output
+        assert f"lamda: NOT {done}: its runs use the state it was moved to, not " in stop.stderr
+        assert f"campaign {verb} lamda --state {postgres_url} --reason ..." in stop.stderr
+        assert stop.stderr.count("run it with that state") == 1
+        assert "already paused" not in stop.output
+    everywhere = invoke("pause", "--all", "--reason", "wrong coupon")
+    assert everywhere.exit_code == 2
+    assert "lamda: NOT PAUSED" in everywhere.stderr
+    # The mark stays a move: a run here still refuses, and the state it moved to still runs.
+    assert invoke("run", path, "--quiet").exit_code == 2
+    assert invoke("pause", path, "--state", postgres_url, "--reason", "x").exit_code == 0
+    assert standings(invoke, path, "--state", postgres_url) == {"lamda": "paused"}

@@ -273,7 +273,7 @@ def test_state_copy_both_ways_resends_nobody(
     stale = invoke("run", path, "--state", local, "--quiet")
     assert stale.exit_code == 2  # a run on the copied-from state would ignore what came since
     assert "campaign test-campaign was moved by " in stale.output
-    assert "run it with the state it was copied to" in stale.output
+    assert "run it with that state" in stale.output
 
 
 async def test_state_copy_refuses_while_a_run_holds_a_campaign(
