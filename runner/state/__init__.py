@@ -180,13 +180,17 @@ def default_location(campaign_file: Path, name: str, apart: str | None = None) -
 
 def alternatives(given: str | None, campaign_file: Path, name: str) -> list[Location]:
     """The other states this repository uses, where a campaign's history may live when the
-    chosen one holds none: ``$CAMPAIGN_STATE`` and the default file, less the chosen one."""
+    chosen one holds none: ``$CAMPAIGN_STATE``, the default file, and every other state file
+    beside it (`campaign state copy` can put many campaigns in one), less the chosen one."""
     chosen = locate(given, campaign_file, name, False)
     found = []
     env = os.environ.get(ENVIRONMENT) or None
     if env is not None:
         found.append(location(env))
-    found.append(default_location(campaign_file, name))
+    default = default_location(campaign_file, name)
+    found.append(default)
+    if default.path is not None:
+        found += state_files(default.path.parent)
     return [loc for loc in dict.fromkeys(found) if not same(loc, chosen)]
 
 

@@ -671,3 +671,29 @@ def test_an_emergency_stop_where_a_campaign_moved_from_refuses_and_says_where(
     assert invoke("run", path, "--quiet").exit_code == 2
     assert invoke("pause", path, "--state", postgres_url, "--reason", "x").exit_code == 0
     assert standings(invoke, path, "--state", postgres_url) == {"lamda": "paused"}
+
+
+def test_history_copied_into_any_state_file_of_the_repository_is_never_ignored(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL state copied into one file beside the defaults (every campaign in it):
+    a default run of one of them must find that history, not send its people again."""
+    server = mock()
+    path = campaign(tmp_path, "mu", server.url, rows=6)
+    monkeypatch.setenv("CAMPAIGN_STATE", postgres_url)
+    assert invoke("run", path, "--limit", "3", "--quiet").exit_code == 0
+    shared = tmp_path / ".campaign-state" / "all.sqlite3"
+    assert invoke("state", "copy", postgres_url, shared).exit_code == 0
+    monkeypatch.delenv("CAMPAIGN_STATE")
+    refused = invoke("run", path, "--quiet")
+    assert refused.exit_code == 2, refused.output
+    assert f"but {shared} has: 3 recipients sent there" in refused.stderr
+    assert standings(invoke, path) == {"mu": "elsewhere"}
+    assert max(delivered(server).values()) == 1
+    assert invoke("run", path, "--state", shared, "--quiet").exit_code == 0
+    counts = delivered(server)
+    assert (len(counts), max(counts.values())) == (6, 1)
