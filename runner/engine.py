@@ -117,6 +117,7 @@ class JobRun:
         "aborted",
         "answered",
         "budget_spent",
+        "cancelled",
         "consecutive_failures",
         "first_start",
         "interrupted",
@@ -140,6 +141,7 @@ class JobRun:
         self.window_closed = False  #: the send window (schedule.not_after) closed mid-run
         self.budget_spent = False  #: the time budget (--max-duration) ran out (exit 0)
         self.paused: str | None = None  #: who paused the campaign and why (exit 3)
+        self.cancelled = False  #: ... and it was a cancel: nothing more is ever sent
         self.first_start: float | None = None  #: monotonic time of the first request
         self.last_start: float | None = None  #: and of the latest one
         self.consecutive_failures = 0
@@ -160,9 +162,10 @@ class JobRun:
         self.interrupted = True
         self._stop.set()
 
-    def pause(self, words: str) -> None:
-        """Someone paused or cancelled the campaign: start nothing more (exit 3)."""
+    def pause(self, words: str, *, final: bool = False) -> None:
+        """Someone paused or (``final``) cancelled the campaign: start nothing more (exit 3)."""
         self.paused = words
+        self.cancelled = final
         self.abort(words)
 
     def spend(self) -> None:

@@ -57,6 +57,8 @@ class Summary(TypedDict, total=False):
     rate_lowest: float | None
     aborted: str | None
     paused: str | None
+    cancelled: bool
+    window_closed: bool
     interrupted: bool
     limit: int | None
     budget_spent: bool

@@ -135,6 +135,11 @@ def test_a_run_reaching_not_after_stops_starting_requests(
     assert 1 <= s["counts"]["sent"] < 40
     assert s["counts"]["sent"] + s["counts"]["unsent"] + s["not_reached"] == 40
     assert s["note"].startswith("The send window closed at ")
+    assert s["window_closed"] is True
+    said = (
+        f"  {s['not_reached']} rows not reached: the send window has closed, so they are not sent"
+    )
+    assert said in result.output
 
 
 @pytest.mark.parametrize(

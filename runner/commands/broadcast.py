@@ -237,7 +237,10 @@ async def _watch(engine: Engine, opened: list[CampaignRun], done: asyncio.Event)
             with contextlib.suppress(StateLost, TimeoutError, CampaignError):
                 control = await campaign_run.control()
                 if control is not None:
-                    run.pause(lifecycle.stopped_words(campaign_run.campaign, control))
+                    run.pause(
+                        lifecycle.stopped_words(campaign_run.campaign, control),
+                        final=control.action == "cancelled",
+                    )
                 elif turn % PROGRESS_EVERY == 0:
                     counts = run.job.report.tally.counts
                     await campaign_run.progress(
@@ -404,6 +407,8 @@ async def _settle(
             else None,
             "aborted": run.aborted,
             "paused": run.paused,
+            "cancelled": run.cancelled,
+            "window_closed": run.window_closed,
             "interrupted": run.interrupted,
             "limit": job.limit,
             "budget_spent": run.budget_spent,

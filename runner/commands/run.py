@@ -470,8 +470,15 @@ def text(result: RunResult) -> str:
                 f"`campaign run --due {r.campaign.path}` continues"
             )
         elif s.get("not_reached"):
-            then = "`campaign resume`, then run again" if s.get("paused") else "run again"
-            lines.append(f"  {s['not_reached']} rows not reached: {then} to continue")
+            if s.get("cancelled"):
+                then = "the campaign is cancelled, so they are never sent"
+            elif s.get("window_closed"):
+                then = "the send window has closed, so they are not sent"
+            elif s.get("paused"):
+                then = "`campaign resume`, then run again to continue"
+            else:
+                then = "run again to continue"
+            lines.append(f"  {s['not_reached']} rows not reached: {then}")
         if n["deferred"] and s.get("deferred_until"):
             lines.append(
                 f"  {n['deferred']} deferred (their quiet hours): the first open at "

@@ -234,6 +234,7 @@ def test_a_pause_from_another_process_stops_a_sending_run_within_two_seconds(
     assert len(server.arrivals) - at <= 2 * 20 + 5  # at most two seconds at 20/s, plus in flight
     assert "was paused by " in out
     assert ": wrong coupon;" in out
+    assert " rows not reached: `campaign resume`, then run again to continue" in out
     summary = json.loads((Path("r1") / "summary.json").read_text())
     assert summary["paused"].startswith("campaign sale was paused by ")
     refused = invoke("run", path, "--quiet", *given)
@@ -697,3 +698,30 @@ def test_history_copied_into_any_state_file_of_the_repository_is_never_ignored(
     assert invoke("run", path, "--state", shared, "--quiet").exit_code == 0
     counts = delivered(server)
     assert (len(counts), max(counts.values())) == (6, 1)
+
+
+def test_a_run_cancelled_midway_says_its_rest_is_never_sent(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "nu", server.url, rows=100, rate=20)
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--report", "r1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        wait_for_arrivals(server, 10)
+        assert invoke("cancel", path, "--reason", "wrong coupon").exit_code == 0
+        out, err = sender.communicate(timeout=15)
+    finally:
+        sender.kill()
+        sender.communicate()
+    assert sender.returncode == 3, err
+    summary = json.loads((Path("r1") / "summary.json").read_text())
+    assert summary["cancelled"] is True
+    line = f"  {summary['not_reached']} rows not reached: the campaign is cancelled, so they are "
+    assert line + "never sent" in out
+    assert "campaign resume" not in out
