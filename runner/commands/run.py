@@ -25,7 +25,6 @@ from runner.model import Campaign
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state.core import open_store
-from runner.state.store import IN_FLIGHT_AT_STOP
 
 
 class PausedWhileWaiting(RunAborted):
@@ -430,6 +429,9 @@ def _overall(codes: list[int]) -> int:
     return 0
 
 
+IN_FLIGHT_NOW = "in flight when this run stopped; its outcome is unknown"
+
+
 def text(result: RunResult) -> str:
     from runner.inert import terminal
 
@@ -451,7 +453,7 @@ def text(result: RunResult) -> str:
             detail = entry["result"] or entry["error"] or ""  # the API's own words first
             status = entry["status"]
             if status == "sending":  # this run is over: in flight when it stopped, so unknown
-                status, detail = "uncertain", IN_FLIGHT_AT_STOP
+                status, detail = "uncertain", IN_FLIGHT_NOW
             lines.append(
                 f"  {status}: row {entry['row']} {terminal(str(entry['recipient']))} "
                 f"{terminal(detail)}"

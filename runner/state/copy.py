@@ -14,7 +14,7 @@ import contextlib
 import time
 from typing import Any
 
-from runner.errors import CampaignError, StateError
+from runner.errors import CampaignError, LockHeld, StateError
 from runner.secrets import Masker
 from runner.state import Location, location, same, state_files
 from runner.state.core import actor, open_store
@@ -126,7 +126,10 @@ async def _take(source: Location, src: Store, locked: list[str]) -> list[Taken] 
         )
     found: list[Taken] = []
     for campaign in campaigns:
-        await src.lock(campaign)  # refuses while a run of it goes on
+        try:
+            await src.lock(campaign)  # refuses while a run of it goes on
+        except LockHeld as exc:  # its words are a run's: say what a copy did
+            raise LockHeld(str(exc).replace(": nothing was sent", ": nothing was copied")) from None
         locked.append(campaign)
         found.append(
             (

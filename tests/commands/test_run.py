@@ -592,3 +592,30 @@ def test_a_json_audience_with_half_a_utf16_pair_sends_it_to_nobody(
     sent = invoke("run", path, "--quiet", "--report", "r")
     assert sent.exit_code == 0, sent.output
     assert delivered(server) == {"13": 1, "14": 1}
+
+
+def test_a_recipient_in_flight_when_this_run_stopped_is_said_to_be_of_this_run(
+    tmp_path: Path,
+) -> None:
+    from runner import campaign as campaigns
+    from runner.commands.broadcast import CampaignResult
+    from runner.commands.run import RunResult, text
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "version: 1\nname: c\nbot: {api: v1, id: '1', token: '${TEST_TOKEN}'}\n"
+        "audience: {customers: [{id: '7'}]}\nmessage: {user_id: '{{ customer.id }}'"
+        ", block_name: B}\n"
+    )
+    counts = dict.fromkeys(("sent", "failed", "unsent", "invalid", "skipped", "deferred"), 0)
+    entry = {"row": 1, "recipient": "7", "status": "sending", "result": None, "error": None}
+    s: Any = {
+        "counts": {**counts, "uncertain": 1},
+        "duration_s": 1.0,
+        "skipped_by_reason": {},
+        "state": "s",
+        "report": "r",
+    }
+    said = text(RunResult([CampaignResult(campaigns.load(path), s, [entry], 1)], 130, False))
+    assert "  uncertain: row 1 7 in flight when this run stopped; its outcome is unknown" in said
+    assert "earlier run" not in said

@@ -294,6 +294,9 @@ async def test_state_copy_refuses_while_a_run_holds_a_campaign(
             result = await asyncio.to_thread(invoke, "state", "copy", source, target)
             assert result.exit_code == 2
             assert "campaign busy is already running" in result.output
+            assert result.output.rstrip().endswith(
+                "wait for that run to finish: nothing was copied"
+            )
     finally:
         await running.close()
     assert not (tmp_path / "b.sqlite3").exists()
