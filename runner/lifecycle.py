@@ -278,8 +278,8 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
     history, when that state knows nothing of it while another state this repository uses
     does (recipients, runs, or a pause); None when nothing is elsewhere."""
     chosen = state.locate(given, campaign.path, campaign.name, False)
-    if await _known(chosen, campaign.name) is not None:
-        return None
+    if await _known(chosen, campaign.name) is not None or not await _readable(chosen):
+        return None  # a state that cannot be read is refused by the run, saying why
     for other in state.alternatives(given, campaign.path, campaign.name):
         found = await _known(other, campaign.name)
         if found is None:
@@ -295,6 +295,18 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
             "purpose with --fresh-state)"
         )
     return None
+
+
+async def _readable(location: Any) -> bool:
+    """Whether the state at ``location`` can be opened (a file not made yet can)."""
+    if location.path is not None and not location.path.exists():
+        return True
+    try:
+        store = await open_store(location, Masker(location.passwords), readonly=True)
+    except CampaignError:
+        return False
+    await store.close()
+    return True
 
 
 async def _known(location: Any, campaign: str) -> tuple[int, Control | None] | None:

@@ -725,3 +725,20 @@ def test_a_run_cancelled_midway_says_its_rest_is_never_sent(
     line = f"  {summary['not_reached']} rows not reached: the campaign is cancelled, so they are "
     assert line + "never sent" in out
     assert "campaign resume" not in out
+
+
+def test_a_state_url_that_cannot_be_used_is_refused_for_that_not_for_history(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "xi", server.url, rows=4)
+    assert invoke("run", path, "--limit", "2", "--quiet").exit_code == 0
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database_for_xi"
+    refused = invoke("run", path, "--state", missing, "--quiet")
+    assert refused.exit_code == 2, refused.output
+    assert 'database "no_such_database_for_xi" does not exist' in refused.stderr
+    assert "has no history" not in refused.output
+    assert len(server.arrivals) == 2
