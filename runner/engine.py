@@ -500,11 +500,9 @@ def _shorten(text: str) -> str:
 def _settled_earlier(job: Job, item: Item) -> bool:
     """Report and drop a recipient an earlier run settled; False when it is to be sent (or
     deferred)."""
-    if item.recipient is None:
-        return False
     found = earlier(
         item,
-        job.state.prior(item.recipient),
+        job.state,
         retry_failed=job.retry_failed,
         resend_uncertain=job.resend_uncertain,
     )

@@ -10,7 +10,7 @@ import collections
 import difflib
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from runner import apis, audience, secrets
 from runner import schedule as schedules
@@ -47,8 +47,14 @@ Item = Prepared | Skipped
 _tuple = tuple.__new__
 
 
+class Priors(Protocol):
+    """Whatever can say what earlier runs left of a recipient (a state's priors, a run)."""
+
+    def prior(self, recipient: str) -> Prior | None: ...
+
+
 def earlier(
-    item: Item, prior: Prior | None, *, retry_failed: bool, resend_uncertain: bool
+    item: Item, priors: Priors, *, retry_failed: bool, resend_uncertain: bool
 ) -> Line | None:
     """The report line of a recipient an earlier run settled, or None when it is to be sent.
 
@@ -56,7 +62,10 @@ def earlier(
     ones are reported as such unless the run is asked to send them again; unsent ones are
     sent. A recipient in quiet hours now is judged by it too: one an earlier run settled is
     not deferred (else a campaign whose audience spans zones would never be done)."""
-    if prior is None or item.recipient is None:
+    if item.recipient is None:
+        return None
+    prior = priors.prior(item.recipient)
+    if prior is None:
         return None
     if prior.status == Status.SENT:
         return line(item.row, item.recipient, Status.SKIPPED, reason="already sent")

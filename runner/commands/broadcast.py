@@ -437,7 +437,7 @@ def _rest(run: JobRun) -> tuple[int, int]:
             job.ignore_history
             or pipeline.earlier(
                 item,
-                job.state.prior(item.recipient),
+                job.state,
                 retry_failed=job.retry_failed,
                 resend_uncertain=job.resend_uncertain,
             )

@@ -83,33 +83,24 @@ def plan(
         history = reader.has_history
         masking = masker.active  # a bot id or base URL read from the environment
         for item in items:
-            if isinstance(item, pipeline.Skipped):
-                if item.opens is not None and history:  # settled earlier: not deferred
-                    found = pipeline.earlier(
-                        item,
-                        reader.prior(item.recipient or ""),
-                        retry_failed=retry_failed,
-                        resend_uncertain=resend_uncertain,
-                    )
-                    if found is not None:
-                        writer.write(found, this_run=False)
-                        continue
-                write(line(item.row, item.recipient, item.status, reason=item.reason))
-                if item.opens is not None:
-                    writer.deferred(item.opens)
-                continue
-            if digest:  # every request the campaign renders, whatever the state says
-                digest.add(item)
-            if history:
+            if isinstance(item, pipeline.Prepared):
+                if digest:  # every request the campaign renders, whatever the state says
+                    digest.add(item)
+                judged = history
+            else:  # one deferred now that an earlier run settled is reported as settled
+                judged = history and item.opens is not None
+            if judged:
                 found = pipeline.earlier(
-                    item,
-                    reader.prior(item.recipient),
-                    retry_failed=retry_failed,
-                    resend_uncertain=resend_uncertain,
+                    item, reader, retry_failed=retry_failed, resend_uncertain=resend_uncertain
                 )
                 if found is not None:
                     writer.write(found, this_run=False)
                     continue
+            if isinstance(item, pipeline.Skipped):
+                write(line(item.row, item.recipient, item.status, reason=item.reason))
+                if item.opens is not None:
+                    writer.deferred(item.opens)
+                continue
             request = item.request.for_report()
             if masking:
                 request["url"] = masker(request["url"])

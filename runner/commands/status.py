@@ -123,7 +123,7 @@ def _audience(campaign: Campaign, location: state.Location) -> tuple[int | None,
             elif item.status is Status.DEFERRED and (
                 pipeline.earlier(
                     item,
-                    reader.prior(item.recipient or ""),
+                    reader,
                     retry_failed=False,
                     resend_uncertain=False,
                 )
