@@ -278,10 +278,16 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
     history, when that state knows nothing of it while another state this repository uses
     does (recipients, runs, or a pause); None when nothing is elsewhere."""
     chosen = state.locate(given, campaign.path, campaign.name, False)
-    if await _known(chosen, campaign.name) is not None or not await _readable(chosen):
+    try:
+        if await _known(chosen, campaign.name) is not None:
+            return None
+    except CampaignError:
         return None  # a state that cannot be read is refused by the run, saying why
     for other in state.alternatives(given, campaign.path, campaign.name):
-        found = await _known(other, campaign.name)
+        try:
+            found = await _known(other, campaign.name)
+        except CampaignError:
+            continue  # nothing can be read there to compare
         if found is None:
             continue
         sent, control = found
@@ -297,35 +303,19 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
     return None
 
 
-async def _readable(location: Any) -> bool:
-    """Whether the state at ``location`` can be opened (a file not made yet can)."""
-    if location.path is not None and not location.path.exists():
-        return True
-    try:
-        store = await open_store(location, Masker(location.passwords), readonly=True)
-    except CampaignError:
-        return False
-    await store.close()
-    return True
-
-
 async def _known(location: Any, campaign: str) -> tuple[int, Control | None] | None:
     """(how many were sent, the pause or cancel) of ``campaign`` in the state at
-    ``location``; None when that state knows nothing of it, or cannot be read."""
+    ``location``; None when that state knows nothing of it (a file not made yet knows
+    nothing). Raises `CampaignError` when it cannot be read."""
     if location.path is not None and not location.path.is_file():
         return None
-    try:
-        store = await open_store(location, Masker(location.passwords), readonly=True)
-    except CampaignError:
-        return None
+    store = await open_store(location, Masker(location.passwords), readonly=True)
     try:
         counts = await store.counts(campaign)
         control = await store.control(campaign)
         if not counts and control is None and not await store.runs(campaign, 1):
             return None
         return counts.get(Status.SENT, 0), control
-    except CampaignError:
-        return None
     finally:
         await store.close()
 

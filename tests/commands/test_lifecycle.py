@@ -742,3 +742,18 @@ def test_a_state_url_that_cannot_be_used_is_refused_for_that_not_for_history(
     assert 'database "no_such_database_for_xi" does not exist' in refused.stderr
     assert "has no history" not in refused.output
     assert len(server.arrivals) == 2
+
+
+def test_a_damaged_state_file_beside_the_defaults_neither_blocks_nor_is_named(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    server = mock()
+    path = campaign(tmp_path, "omicron", server.url, rows=3)
+    states = tmp_path / ".campaign-state"
+    states.mkdir()
+    (states / "junk.sqlite3").write_bytes(b"not a database\x00" * 100)
+    (states / "empty.sqlite3").write_bytes(b"")
+    first = invoke("run", path, "--quiet")
+    assert first.exit_code == 0, first.output
+    assert "junk" not in first.output
+    assert len(delivered(server)) == 3
