@@ -595,18 +595,13 @@ def test_a_json_audience_with_half_a_utf16_pair_sends_it_to_nobody(
 
 
 def test_a_recipient_in_flight_when_this_run_stopped_is_said_to_be_of_this_run(
-    tmp_path: Path,
+    v1_campaign: Callable[..., Path],
 ) -> None:
     from runner import campaign as campaigns
     from runner.commands.broadcast import CampaignResult
     from runner.commands.run import RunResult, text
 
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        "version: 1\nname: c\nbot: {api: v1, id: '1', token: '${TEST_TOKEN}'}\n"
-        "audience: {customers: [{id: '7'}]}\nmessage: {user_id: '{{ customer.id }}'"
-        ", block_name: B}\n"
-    )
+    path = v1_campaign("http://127.0.0.1:9", rows=1)
     counts = dict.fromkeys(("sent", "failed", "unsent", "invalid", "skipped", "deferred"), 0)
     entry = {"row": 1, "recipient": "7", "status": "sending", "result": None, "error": None}
     s: Any = {
