@@ -113,7 +113,7 @@ def test_a_second_run_of_the_same_campaign_is_refused(
         )
         assert second.returncode == 2
         assert "campaign test-campaign is already running (host " in second.stderr
-        assert "nothing was sent" in second.stderr
+        assert "; wait for that run to finish: nothing was sent" in second.stderr
     finally:
         first.kill()
         first.communicate(timeout=10)

@@ -126,10 +126,7 @@ async def _take(source: Location, src: Store, locked: list[str]) -> list[Taken] 
         )
     found: list[Taken] = []
     for campaign in campaigns:
-        try:
-            await src.lock(campaign)  # refuses while a run of it goes on
-        except LockHeld as exc:  # its words are a run's: say what a copy did
-            raise LockHeld(str(exc).replace(": nothing was sent", ": nothing was copied")) from None
+        await _lock(src, campaign)  # refuses while a run of it goes on
         locked.append(campaign)
         found.append(
             (
@@ -142,11 +139,18 @@ async def _take(source: Location, src: Store, locked: list[str]) -> list[Taken] 
     return found
 
 
+async def _lock(store: Store, campaign: str) -> None:
+    try:
+        await store.lock(campaign)
+    except LockHeld as exc:
+        raise LockHeld(f"{exc}: nothing was copied") from None
+
+
 async def _write(dst: Store, sourced: list[tuple[Location, Taken]]) -> None:
     taken = [t for _, t in sourced]
     origin = {t[0]: where for where, t in sourced}
     for campaign, _, _, _ in taken:
-        await dst.lock(campaign)
+        await _lock(dst, campaign)
     try:
         present, returning = [], []
         for campaign, _, _, _ in taken:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from runner.errors import StateError, StateLost
+from runner.errors import LockHeld, StateError, StateLost
 from runner.secrets import Masker
 from runner.state import Location
 from runner.state.store import Claim, Control, Outcome, Prior, Priors, RunRecord, Store
@@ -201,7 +201,10 @@ async def open_run(
 ) -> CampaignRun:
     """Lock ``campaign`` in ``store``, recover what a dead run left, and begin ``record``.
     ``owns``: the run closes the store when it closes."""
-    await store.lock(campaign)
+    try:
+        await store.lock(campaign)
+    except LockHeld as exc:
+        raise LockHeld(f"{exc}: nothing was sent") from None
     try:
         await store.begin(campaign, record)
         priors = await store.priors(campaign)

@@ -36,7 +36,7 @@ class CampaignLock:
             handle.close()
             raise LockHeld(
                 f"campaign {self._campaign} is already running ({holder}) with state "
-                f"{self._state}; wait for that run to finish: nothing was sent"
+                f"{self._state}; wait for that run to finish"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -260,7 +260,7 @@ class PostgresStore:
             )
             raise LockHeld(
                 f"campaign {campaign} is already running ({who}) with state {self.location}; "
-                "wait for that run to finish: nothing was sent"
+                "wait for that run to finish"
             )
         await self.execute(
             "INSERT INTO campaign_runner_locks (campaign, host, pid) VALUES ($1, $2, $3) "

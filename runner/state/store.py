@@ -144,7 +144,8 @@ class Store(Protocol):
     location: Any  # runner.state.Location
 
     async def lock(self, campaign: str) -> None:
-        """Take the campaign's lock for this process, or raise `LockHeld` saying who has it."""
+        """Take the campaign's lock for this process, or raise `LockHeld` saying who has it
+        (the caller adds what it did not do)."""
         ...
 
     async def unlock(self, campaign: str) -> None: ...

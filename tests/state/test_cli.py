@@ -138,6 +138,7 @@ def test_a_second_run_at_once_is_refused_saying_who_holds_it(
             f"campaign test-campaign is already running (host {os.uname().nodename} pid {first.pid} since"
             in err
         )
+        assert err.rstrip().endswith("; wait for that run to finish: nothing was sent")
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
