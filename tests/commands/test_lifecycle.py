@@ -690,6 +690,9 @@ def test_history_copied_into_any_state_file_of_the_repository_is_never_ignored(
     shared = tmp_path / ".campaign-state" / "all.sqlite3"
     assert invoke("state", "copy", postgres_url, shared).exit_code == 0
     monkeypatch.delenv("CAMPAIGN_STATE")
+    elsewhere = tmp_path / "another" / "folder"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # the repository's states are found from the campaign file
     refused = invoke("run", path, "--quiet")
     assert refused.exit_code == 2, refused.output
     assert f"but {shared} has: 3 recipients sent there" in refused.stderr
