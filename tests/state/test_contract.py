@@ -328,3 +328,37 @@ async def test_a_first_run_on_a_new_state_database_looks_each_outcome_up_by_its_
     assert found["n_tup_upd"] == outcomes
     # One row fetched per outcome (a join would have read thousands per batch).
     assert found["idx_tup_fetch"] <= outcomes + 100
+
+
+async def test_a_bots_lease_passes_on_only_a_pacing_window_after_its_holder_let_go(
+    postgres_url: str,
+) -> None:
+    """Two processes taking turns with one bot: the last requests of one and the first of the
+    next must never share one of the API's seconds, whether the holder closed or died."""
+    from runner import pacing
+    from runner.secrets import Masker
+    from runner.state.core import open_store
+
+    location = Location(url=postgres_url)
+    said: list[str] = []
+    first = await open_store(location, Masker([]))
+    await first.lease_bots(["bot"], said.append)
+    second = await open_store(location, Masker([]))
+    let_go = asyncio.get_running_loop().time()
+    waiting = asyncio.ensure_future(second.lease_bots(["bot"], said.append))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # held: the second waits for its turn
+    await first.close()
+    await waiting
+    assert asyncio.get_running_loop().time() - let_go >= pacing.WINDOW
+    assert said == [
+        "waiting: another process sharing this state is sending with the same bot; "
+        "processes take turns with a bot so that its limit holds"
+    ]
+    second.abandon()  # dies holding the lease: when it let go is unknown, so a whole window
+    await asyncio.sleep(0.1)  # the server notices the dropped connection
+    third = await open_store(location, Masker([]))
+    started = asyncio.get_running_loop().time()
+    await third.lease_bots(["bot"], said.append)
+    assert asyncio.get_running_loop().time() - started >= pacing.WINDOW
+    await third.close()
