@@ -74,8 +74,13 @@ class RunResult:
 
 
 def run(
-    targets: list[str], options: RunOptions, on_pass: Callable[[RunResult], None] | None = None
+    targets: list[str],
+    options: RunOptions,
+    on_pass: Callable[[RunResult], None] | None = None,
+    tell: Callable[[str], None] = say,
 ) -> RunResult:
+    """Run ``targets`` as ``options`` say; ``tell`` says a sweep's line for each campaign it
+    passes over."""
     if options.watch:
         return watch(targets, options, on_pass or (lambda _: None))
     paths = campaigns.expand(targets)
@@ -128,7 +133,7 @@ def run(
         loaded, cannot = _prechecked(loaded, options, counted)
         broken += cannot
         for line in lines + broken:
-            say(line)
+            tell(line)
         if not loaded:
             code = 2 if broken else 0
             return RunResult([], code, options.sandbox, lines=lines + broken, next_due=next_due)
@@ -297,11 +302,12 @@ def watch(
     re-read the targets, until SIGTERM or SIGINT (which drain the run under way)."""
     once = dataclasses.replace(options, watch=False, due=True, wait=False)
     masker = Masker(secrets.resolved_values())
+    lines = Repeats(say)
     while True:
         try:
-            result = run(targets, once)
+            result = run(targets, once, tell=lines)
         except CampaignError as exc:  # a broken file must not stop the worker
-            say(masker(str(exc)))
+            lines(masker(str(exc)))
             result = RunResult([], exc.exit_code, options.sandbox)
         on_pass(result)
         if result.exit_code == 130:
@@ -309,10 +315,37 @@ def watch(
         pause = options.every
         if result.next_due is not None:
             pause = min(pause, max(1.0, result.next_due - time.time()))
+        held = lines.turn()
         if not options.quiet:
             at = datetime.fromtimestamp(time.time() + pause, UTC).strftime("%H:%M:%S UTC")
-            say(f"watch: next look at {at}; SIGTERM or Ctrl-C stops the worker")
+            kept = f" ({held} passed over as at the last look, not said again)" if held else ""
+            say(f"watch: next look at {at}{kept}; SIGTERM or Ctrl-C stops the worker")
         schedule.sleep(pause)
+
+
+class Repeats:
+    """A worker's lines, each said once while it stays the same from one look to the next: a
+    campaign that cannot run (or waits, or is done) would otherwise fill the worker's log with
+    the same lines at every look. A line said again once something changed in between."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self._before: set[str] = set()
+        self._now: set[str] = set()
+        self._held = 0
+
+    def __call__(self, line: str) -> None:
+        self._now.add(line)
+        if line in self._before:
+            self._held += 1
+        else:
+            self._say(line)
+
+    def turn(self) -> int:
+        """End a look: how many of its lines were held back as said before."""
+        held = self._held
+        self._before, self._now, self._held = self._now, set(), 0
+        return held
 
 
 def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:

@@ -760,3 +760,43 @@ def test_a_damaged_state_file_beside_the_defaults_neither_blocks_nor_is_named(
     assert first.exit_code == 0, first.output
     assert "junk" not in first.output
     assert len(delivered(server)) == 3
+
+
+def test_a_worker_says_a_campaign_it_cannot_run_once_until_something_changes(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = mock()
+    folder = tmp_path / "campaigns"
+    campaign(folder, "ok", server.url)
+    bad = campaign(folder, "bad", server.url, start=100)
+    with (folder / "bad.csv").open("a") as rows:
+        rows.write(",,no id\n")  # a row whose user_id renders empty: invalid
+    looks: list[float] = []
+
+    def look_again(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 2:  # the file is fixed while the worker sleeps
+            bad.write_text(
+                bad.read_text().replace("file: bad.csv", "file: bad.csv\n  max_invalid: 1")
+            )
+        if len(looks) == 4:
+            raise KeyboardInterrupt  # as SIGTERM does
+
+    monkeypatch.setattr("runner.schedule.sleep", look_again)
+    found = invoke("run", "--watch", "--every", "1s", folder)
+    assert found.exit_code == 130, found.output
+    refused = "bad: passed over: " + f"{bad}: 1 of 6 rows are invalid"
+    assert found.stderr.count(refused) == 1
+    assert found.stderr.count("ok: done: every row settled") == 1  # said at look 2, not 3, 4
+    assert found.stderr.count("bad: done: every row settled") == 1  # fixed, sent, then done
+    looked = [line for line in found.stderr.splitlines() if line.startswith("watch: ")]
+    assert [line.split(" UTC")[1] for line in looked] == [
+        "; SIGTERM or Ctrl-C stops the worker"
+    ] + [
+        " (1 passed over as at the last look, not said again); SIGTERM or Ctrl-C stops the worker"
+    ] * 3
+    counts = delivered(server)  # ok at the first look, bad once it was fixed; nobody twice
+    assert (len(counts), max(counts.values())) == (10, 1)
