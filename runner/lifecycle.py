@@ -16,6 +16,8 @@ it over several runs. Its standing is never stored; it is read off what is:
   stop, a crash), or deferred recipients' hour has come;
 - ``waiting``: nothing due now; deferred recipients open at a known time;
 - ``done``: every row settled.
+- ``blocked`` (told by `campaign status` of one campaign, which renders the audience; the
+  standing here reads no rows): new or due, but too many rows are invalid, so a run refuses.
 
 Failed and uncertain recipients are shown beside any standing: they wait for a person's
 decision (`--retry-failed`, `--resend-uncertain`), never for a sweep.

@@ -299,6 +299,11 @@ class InvalidRows:
                     self._first.append((item.row, item.reason))
             yield item
 
+    @property
+    def invalid(self) -> int:
+        """Invalid rows counted so far."""
+        return self._count
+
     def refusal(self) -> str | None:
         """Why a run must refuse (`refuse_invalid`), once the audience has passed."""
         return refuse_invalid(self._campaign, self._rows, self._first, self._count)

@@ -9,6 +9,7 @@ deferred, by zone and opening.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ class Detail:
     runs: list[dict[str, Any]]
     not_attempted: int | None
     deferred_by_reason: dict[str, int] = field(default_factory=dict)
+    invalid: int | None = None  #: invalid rows of the audience; None when it cannot be read
 
 
 @dataclass
@@ -50,6 +52,7 @@ class StatusResult:
                 **found[0],
                 "not_delivered": d.report["not_delivered"],
                 "not_attempted": d.not_attempted,
+                "invalid": d.invalid,
                 "deferred_by_reason": d.deferred_by_reason,
                 "runs": d.runs,
             }
@@ -81,7 +84,17 @@ def status(
     if result.detail is not None:
         c = loaded[0]
         location = state.locate(state_given, c.path, c.name, sandbox)
-        result.detail.not_attempted, result.detail.deferred_by_reason = _audience(c, location)
+        found = _audience(c, location)
+        detail = result.detail
+        detail.not_attempted, detail.deferred_by_reason, detail.invalid, refusal = found
+        standing = result.standings[0]
+        if refusal is not None and standing.state in ("new", "due"):
+            # The overview reads no rows, so only this detail (and a sweep) can tell that a
+            # run would refuse: "due now" would be a promise a run does not keep.
+            first = refusal.split(":\n", 1)[0].split(": ", 1)[1].replace("; nothing was sent", "")
+            why = f"blocked: {first}; a run refuses until they are fixed or allowed"
+            blocked = dataclasses.replace(standing, state="blocked", why=why, next_due=None)
+            result.standings[0] = blocked
     return result
 
 
@@ -109,15 +122,19 @@ async def _read(
     return StatusResult(standings, problems, detail)
 
 
-def _audience(campaign: Campaign, location: state.Location) -> tuple[int | None, dict[str, int]]:
-    """Recipients of the audience no run attempted yet, and the deferred by reason (zone and
-    opening); None when the audience cannot be read."""
+def _audience(
+    campaign: Campaign, location: state.Location
+) -> tuple[int | None, dict[str, int], int | None, str | None]:
+    """Recipients of the audience no run attempted yet, the deferred by reason (zone and
+    opening), the invalid rows and why a run would refuse them; Nones when the audience
+    cannot be read."""
     target = pipeline.endpoint(campaign, strict=False, token=MASK)
     deferred: Counter[str] = Counter()
+    invalid = pipeline.InvalidRows(campaign)
     reader = read_priors(location, campaign.name)
     try:
         fresh = 0
-        for item in pipeline.prepare(campaign, target):
+        for item in invalid.count(pipeline.prepare(campaign, target)):
             if isinstance(item, pipeline.Prepared):
                 fresh += reader.prior(item.recipient) is None
             elif item.status is Status.DEFERRED and (
@@ -130,9 +147,9 @@ def _audience(campaign: Campaign, location: state.Location) -> tuple[int | None,
                 is None
             ):  # one an earlier run settled is not deferred
                 deferred[item.reason] += 1
-        return fresh, dict(deferred.most_common())
+        return fresh, dict(deferred.most_common()), invalid.invalid, invalid.refusal()
     except (CampaignError, OSError):
-        return None, {}
+        return None, {}, None, None
     finally:
         reader.close()
 
@@ -173,6 +190,8 @@ def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
         )
     if detail.not_attempted is not None:
         lines.append(f"  {'not yet':<10} {detail.not_attempted} audience rows not attempted")
+    if detail.invalid:
+        lines.append(f"  {'invalid':<10} {detail.invalid} audience rows (campaign plan lists them)")
     lines.append(f"  {'standing':<10} {_line(standing)}")
     if standing.next_due is not None:
         lines.append(f"  {'next due':<10} {lifecycle.when(standing.next_due)}")
