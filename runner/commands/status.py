@@ -170,12 +170,19 @@ def _line(s: lifecycle.Standing) -> str:
     tally = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("sent", "failed", "unsent", "uncertain"))
     last = s.last_run
     ran = (
-        f"; last run {lifecycle.when(last.started)} by {inert.terminal(last.actor)}, exit "
-        f"{last.exit_code if last.exit_code is not None else 'none (did not finish)'}"
+        f"; last run {lifecycle.when(last.started)} by {inert.terminal(last.actor)}, "
+        f"{_ended(last.exit_code, s.state == 'running')}"
         if last
         else ""
     )
     return f"{inert.terminal(s.why)} ({tally}{ran})"
+
+
+def _ended(exit_code: int | None, running: bool) -> str:
+    """How a run ended: the newest run of a campaign a run holds is that run, under way."""
+    if exit_code is not None:
+        return f"exit {exit_code}"
+    return "under way" if running else "exit none (did not finish)"
 
 
 def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
@@ -203,9 +210,11 @@ def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
         ]
     if detail.runs:
         lines += ["", "Runs (newest first):"]
-        for r in detail.runs:
+        for i, r in enumerate(detail.runs):
+            live = i == 0 and standing.state == "running" and r["finished"] is None
+            ended = r["finished"] or ("under way" if live else "did not finish")
             lines.append(
-                f"  {r['run_id']}  {r['started']} -> {r['finished'] or 'did not finish'}  "
+                f"  {r['run_id']}  {r['started']} -> {ended}  "
                 f"{r['host']} {inert.terminal(r['actor'])}  {r['mode']}  "
                 f"{'exit ' + str(r['exit_code']) if r['exit_code'] is not None else 'no exit'}  "
                 + ", ".join(f"{v} {k}" for k, v in r["counts"].items())

@@ -222,7 +222,10 @@ def test_a_pause_from_another_process_stops_a_sending_run_within_two_seconds(
         # Elsewhere meanwhile, status sees the run and how far it came.
         running = invoke("status", path, *given).stdout
         assert "  standing   running on host " in running
-        assert " sent" in running.split("  standing   ", 1)[1].splitlines()[0]
+        standing = running.split("  standing   ", 1)[1].splitlines()[0]
+        assert " sent" in standing
+        assert standing.endswith(", under way)")  # its own run, not one that did not finish
+        assert " -> under way  " in running.split("Runs (newest first):")[1].splitlines()[1]
         paused = invoke("pause", path, "--reason", "wrong coupon", *given)
         assert paused.exit_code == 0, paused.output
         at = len(server.arrivals)
