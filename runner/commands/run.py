@@ -24,7 +24,7 @@ from runner.errors import CampaignError, InvalidCampaign, RunAborted, UsageError
 from runner.model import Campaign
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
-from runner.state.core import open_store
+from runner.state.core import open_store, read_priors
 
 
 class PausedWhileWaiting(RunAborted):
@@ -151,7 +151,7 @@ def run(
             masked = pipeline.endpoint(c, strict=False, token=MASK)
             rows = pipeline.check_invalid(c, masked, counted.pop(c.name, None))
             if options.max_duration is not None and not options.quiet:
-                _say_runs_needed(c, rows.prepared, options.max_duration)
+                _say_runs_needed(c, rows.prepared, options)
         # `--limit N` counts every wake-up of `--wait`: N in all.
         this = dataclasses.replace(
             options, limit=None if options.limit is None else options.limit - sent_so_far
@@ -220,15 +220,44 @@ def _result(done: Pass, sandbox: bool, lines: list[str], next_due: float | None)
     )
 
 
-def _say_runs_needed(c: Campaign, prepared: int, budget: float) -> None:
-    """Before sending: how many runs an audience takes at the bot's rate within a budget."""
+def _say_runs_needed(c: Campaign, prepared: int, options: RunOptions) -> None:
+    """Before sending: how many runs what is left of an audience takes at the bot's rate
+    within the time budget."""
+    assert options.max_duration is not None
+    budget = options.max_duration
     per_run = int(c.bot.rate_limit * 0.98 * budget)
-    if prepared > per_run:
+    if prepared <= per_run:
+        return  # it fits even before counting those earlier runs settled
+    left = _still_to_send(c, options)
+    if left > per_run:
         say(
-            f"{c.name}: up to {prepared:,} to send at {c.bot.rate_limit}/s do not fit in "
+            f"{c.name}: {left:,} still to send at {c.bot.rate_limit}/s do not fit in "
             f"--max-duration {_span(budget)} (about {per_run:,} a run): about "
-            f"{math.ceil(prepared / max(per_run, 1))} runs; each `campaign run --due` continues"
+            f"{math.ceil(left / max(per_run, 1))} runs; each `campaign run --due` continues"
         )
+
+
+def _still_to_send(c: Campaign, options: RunOptions) -> int:
+    """The rows of ``c`` that make a request and that no earlier run settled (as `run`
+    judges them: `pipeline.earlier`)."""
+    location = state.locate(options.state, c.path, c.name, options.sandbox)
+    priors = read_priors(location, c.name)
+    try:
+        masked = pipeline.endpoint(c, strict=False, token=MASK)
+        return sum(
+            1
+            for item in pipeline.prepare(c, masked)
+            if type(item) is pipeline.Prepared
+            and pipeline.earlier(
+                item,
+                priors,
+                retry_failed=options.retry_failed,
+                resend_uncertain=options.resend_uncertain,
+            )
+            is None
+        )
+    finally:
+        priors.close()
 
 
 def _span(seconds: float) -> str:

@@ -184,13 +184,20 @@ def test_a_budget_stops_a_run_and_the_next_due_run_finishes_it(
     path = campaign(tmp_path, "big", server.url, rows=60, rate=20)
     first = invoke("run", path, "--max-duration", "1s", "--report", "r1")
     assert first.exit_code == 0, first.output
-    assert "do not fit in --max-duration 1s (about 19 a run): about 4 runs" in first.stderr
+    assert "big: 60 still to send at 20/s do not fit in --max-duration 1s (about 19 a run): " in (
+        first.stderr
+    )
+    assert "about 4 runs; each `campaign run --due` continues" in first.stderr
     assert "  the time budget ran out: " in first.stdout
     summary = json.loads((Path("r1") / "summary.json").read_text())
     assert summary["budget_spent"] is True
     assert 0 < summary["remaining"] < 60
     assert summary["counts"]["sent"] + summary["remaining"] == 60
     assert standings(invoke, path) == {"big": "due"}
+    second = invoke("run", "--due", path, "--max-duration", "1s", "--report", "r2")
+    assert second.exit_code == 0, second.output
+    left = 60 - summary["counts"]["sent"]  # the estimate counts only those still to send
+    assert f"big: {left} still to send at 20/s do not fit in --max-duration 1s" in second.stderr
     rest = invoke("run", "--due", path, "--quiet")
     assert rest.exit_code == 0, rest.output
     counts = delivered(server)
