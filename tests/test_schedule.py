@@ -205,6 +205,40 @@ def test_wait_sends_the_deferred_when_their_quiet_hours_end(
     assert sorted(a.recipient for a in server.arrivals) == ["1", "2"]
 
 
+def test_wait_says_each_pass_as_it_ends_and_keeps_each_passs_report(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One written over the other showed those the first pass sent as skipped."""
+    import runner.schedule
+
+    server = mock()
+    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}
+    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
+    monkeypatch.setattr(
+        runner.schedule, "sleep", lambda s: clock.update(now=clock["now"] + timedelta(seconds=s))
+    )
+    schedule = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
+    people = "id,tz\n1,UTC\n2,UTC\n5,Asia/Tokyo\n"
+    path = write(tmp_path, server.url, schedule, people=people)
+    result = invoke("run", path, "--wait", "--report", "w")
+    assert result.exit_code == 0, result.output
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("sale: ")]
+    assert [line.split(" in ")[0] for line in summaries] == [
+        "sale: 1 sent, 0 failed, 0 unsent, 0 uncertain, 0 invalid, 0 skipped, 2 deferred",
+        "sale: 2 sent, 0 failed, 0 unsent, 0 uncertain, 0 invalid, 1 skipped",
+    ]
+    assert "  report: w\n" in result.stdout
+    assert "  report: w/pass-2\n" in result.stdout
+    first = {r["recipient"]: r["status"] for r in results(Path("w"))}
+    assert first == {"1": "deferred", "2": "deferred", "5": "sent"}
+    second = {r["recipient"]: r["status"] for r in results(Path("w/pass-2"))}
+    assert second == {"1": "sent", "2": "sent", "5": "skipped"}
+    assert sorted(a.recipient for a in server.arrivals) == ["1", "2", "5"]
+
+
 def test_limit_with_wait_sends_at_most_n_in_all(
     mock: Callable[..., ThreadedMock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -142,7 +142,9 @@ def run(
     if not (options.sandbox or options.to or options.fresh_state):
         asyncio.run(_refuse_history_elsewhere(loaded, options.state))
     sent_so_far = 0
+    passes = 0
     while True:
+        passes += 1
         for c in loaded:  # outside the send window nothing is sent
             c.schedule.check_window(schedule.now())
         # Invalid rows are a decision, not a surprise: too many, and nothing is sent. (A test
@@ -153,8 +155,16 @@ def run(
             if options.max_duration is not None and not options.quiet:
                 _say_runs_needed(c, rows.prepared, options)
         # `--limit N` counts every wake-up of `--wait`: N in all.
+        # Each wake-up of `--wait` is a run of its own with a report of its own: one written
+        # over another would show those the first sent as "skipped: already sent".
         this = dataclasses.replace(
-            options, limit=None if options.limit is None else options.limit - sent_so_far
+            options,
+            limit=None if options.limit is None else options.limit - sent_so_far,
+            report=(
+                options.report / f"pass-{passes}"
+                if options.report is not None and passes > 1
+                else options.report
+            ),
         )
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             done = runner.run(send(loaded, endpoints, this))
@@ -165,6 +175,8 @@ def run(
         opens = _next_opening(result, loaded) if options.wait else None
         if opens is None or (options.limit is not None and sent_so_far >= options.limit):
             return result
+        if on_pass is not None:
+            on_pass(result)  # said before the wait: it may last hours
         _wait_until(opens, result, loaded, options.state)
 
 
