@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from runner.errors import LockHeld
-from runner.state.store import Holder
+from runner.state.store import Holder, held
 
 
 class CampaignLock:
@@ -32,12 +31,9 @@ class CampaignLock:
             _lock_exclusive(handle.fileno())
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _holder(handle.read())
             handle.close()
-            raise LockHeld(
-                f"campaign {self._campaign} is already running ({holder}) with state "
-                f"{self._state}; wait for that run to finish"
-            ) from None
+            raise held(self._campaign, holder, self._state) from None
         handle.seek(0)
         handle.truncate()
         handle.write(
@@ -65,13 +61,16 @@ def holder_of(state: Path, campaign: str) -> Holder | None:
         try:
             _lock_exclusive(handle.fileno(), shared=True)
         except OSError:
-            words = handle.read().split()
-            # "host H pid P since DATE TIME", as `acquire` writes it
-            if len(words) >= 6 and words[0] == "host" and words[2] == "pid":
-                return Holder(
-                    words[1], int(words[3]) if words[3].isdigit() else 0, " ".join(words[5:])
-                )
-            return Holder("unknown", 0, "unknown")
+            return _holder(handle.read()) or Holder("unknown", 0, "unknown")
+    return None
+
+
+def _holder(text: str) -> Holder | None:
+    """The holder a lock file names ("host H pid P since DATE TIME", as `acquire` writes it);
+    None when it names none (written by nothing yet, or damaged)."""
+    words = text.split()
+    if len(words) >= 6 and words[0] == "host" and words[2] == "pid":
+        return Holder(words[1], int(words[3]) if words[3].isdigit() else 0, " ".join(words[5:]))
     return None
 
 

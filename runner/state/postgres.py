@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from runner import pacing
-from runner.errors import LockHeld, StateError, StateLost
+from runner.errors import StateError, StateLost
 from runner.secrets import Masker
 from runner.state import Location
 from runner.state.sqlite import SqlitePriors, priors_of_rows, status_of
@@ -39,6 +39,7 @@ from runner.state.store import (
     Outcome,
     Recipient,
     RunRecord,
+    held,
     run_record,
     run_values,
 )
@@ -252,16 +253,7 @@ class PostgresStore:
             "SELECT pg_try_advisory_lock($1) AS taken", _key("campaign", campaign)
         )
         if not taken[0]["taken"]:
-            holder = await self.holder(campaign)
-            who = (
-                f"host {holder.host} pid {holder.pid} since {holder.since}"
-                if holder
-                else "another process"
-            )
-            raise LockHeld(
-                f"campaign {campaign} is already running ({who}) with state {self.location}; "
-                "wait for that run to finish"
-            )
+            raise held(campaign, await self.holder(campaign), self.location)
         await self.execute(
             "INSERT INTO campaign_runner_locks (campaign, host, pid) VALUES ($1, $2, $3) "
             "ON CONFLICT (campaign) DO UPDATE SET host = excluded.host, pid = excluded.pid, "

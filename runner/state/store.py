@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from runner.errors import LockHeld
 from runner.status import Status
 
 IN_FLIGHT_AT_STOP = "in flight when an earlier run stopped; its outcome is unknown"
@@ -106,6 +107,16 @@ class Holder:
     host: str
     pid: int
     since: str
+
+
+def held(campaign: str, holder: Holder | None, location: object) -> LockHeld:
+    """The refusal when another run holds ``campaign``'s lock: one wording for every store
+    (what was not done because of it, the caller adds)."""
+    who = f"host {holder.host} pid {holder.pid} since {holder.since}" if holder else None
+    return LockHeld(
+        f"campaign {campaign} is already running ({who or 'another process'}) with state "
+        f"{location}; wait for that run to finish"
+    )
 
 
 @dataclass(frozen=True)
