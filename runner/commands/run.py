@@ -20,8 +20,14 @@ from runner import campaign as campaigns
 from runner import lifecycle, pipeline, plandigest, schedule, secrets, state
 from runner.commands.broadcast import SANDBOX_NOTE, CampaignResult, Pass, say, send
 from runner.commands.plan import PlanResult, plan
-from runner.errors import CampaignError, InvalidCampaign, RunAborted, UsageError
-from runner.model import Campaign
+from runner.errors import (
+    CampaignError,
+    InvalidCampaign,
+    RunAborted,
+    TooManyInvalid,
+    UsageError,
+)
+from runner.model import Campaign, Endpoint
 from runner.schedule import Schedule
 from runner.secrets import MASK, Masker
 from runner.state.core import open_store, read_priors
@@ -77,10 +83,10 @@ def run(
     targets: list[str],
     options: RunOptions,
     on_pass: Callable[[RunResult], None] | None = None,
-    tell: Callable[[str], None] = say,
+    looks: Looks | None = None,
 ) -> RunResult:
-    """Run ``targets`` as ``options`` say; ``tell`` says a sweep's line for each campaign it
-    passes over."""
+    """Run ``targets`` as ``options`` say; ``looks`` is a worker's memory of its earlier
+    looks, for a sweep."""
     if options.watch:
         return watch(targets, options, on_pass or (lambda _: None))
     paths = campaigns.expand(targets)
@@ -130,8 +136,9 @@ def run(
     next_due = None
     if options.due:
         loaded, lines, next_due = _run_due(loaded, options)
-        loaded, cannot = _prechecked(loaded, options, counted)
+        loaded, cannot = _prechecked(loaded, options, counted, looks)
         broken += cannot
+        tell = say if looks is None else looks.say
         for line in lines + broken:
             tell(line)
         if not loaded:
@@ -203,7 +210,10 @@ def _load_each(paths: list[Path], outside_repo: bool) -> tuple[list[Campaign], l
 
 
 def _prechecked(
-    loaded: list[Campaign], options: RunOptions, counted: dict[str, pipeline.InvalidRows]
+    loaded: list[Campaign],
+    options: RunOptions,
+    counted: dict[str, pipeline.InvalidRows],
+    looks: Looks | None,
 ) -> tuple[list[Campaign], list[str]]:
     """For a sweep: the due campaigns that can start, each checked on its own (secrets, the
     history elsewhere, the window, invalid rows), and a line for each that cannot."""
@@ -217,7 +227,10 @@ def _prechecked(
                 asyncio.run(_refuse_history_elsewhere([c], options.state))
             c.schedule.check_window(schedule.now())
             masked = pipeline.endpoint(c, strict=False, token=MASK)
-            counted[c.name] = pipeline.check_invalid(c, masked)
+            if looks is None:
+                counted[c.name] = pipeline.check_invalid(c, masked)
+            else:
+                counted[c.name] = looks.check_invalid(c, masked)
         except CampaignError as exc:
             cannot.append(f"{c.name}: passed over: {exc}")
             continue
@@ -343,12 +356,12 @@ def watch(
     re-read the targets, until SIGTERM or SIGINT (which drain the run under way)."""
     once = dataclasses.replace(options, watch=False, due=True, wait=False)
     masker = Masker(secrets.resolved_values())
-    lines = Repeats(say)
+    looks = Looks(say)
     while True:
         try:
-            result = run(targets, once, tell=lines)
+            result = run(targets, once, looks=looks)
         except CampaignError as exc:  # a broken file must not stop the worker
-            lines(masker(str(exc)))
+            looks.say(masker(str(exc)))
             result = RunResult([], exc.exit_code, options.sandbox)
         on_pass(result)
         if result.exit_code == 130:
@@ -356,7 +369,7 @@ def watch(
         pause = options.every
         if result.next_due is not None:
             pause = min(pause, max(1.0, result.next_due - time.time()))
-        held = lines.turn()
+        held = looks.turn()
         if not options.quiet:
             at = datetime.fromtimestamp(time.time() + pause, UTC).strftime("%H:%M:%S UTC")
             kept = f" ({held} passed over as at the last look, not said again)" if held else ""
@@ -364,18 +377,23 @@ def watch(
         schedule.sleep(pause)
 
 
-class Repeats:
-    """A worker's lines, each said once while it stays the same from one look to the next: a
-    campaign that cannot run (or waits, or is done) would otherwise fill the worker's log with
-    the same lines at every look. A line said again once something changed in between."""
+class Looks:
+    """What a worker keeps from one look to the next.
+
+    Each line is said once while it stays the same from one look to the next: a campaign
+    that cannot run (or waits, or is done) would otherwise fill the worker's log with the same
+    lines at every look; a line is said again once something changed in between. And a
+    campaign refused for its invalid rows is not rendered again while its file and audience
+    are the same (a million rows cost seconds of CPU at every look, to refuse them again)."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self._say = say
         self._before: set[str] = set()
         self._now: set[str] = set()
         self._held = 0
+        self._refused: dict[str, tuple[dict[str, str | None], str]] = {}
 
-    def __call__(self, line: str) -> None:
+    def say(self, line: str) -> None:
         self._now.add(line)
         if line in self._before:
             self._held += 1
@@ -387,6 +405,20 @@ class Repeats:
         held = self._held
         self._before, self._now, self._held = self._now, set(), 0
         return held
+
+    def check_invalid(self, c: Campaign, target: Endpoint) -> pipeline.InvalidRows:
+        """`pipeline.check_invalid`, remembering a refusal by the digests of the inputs."""
+        # Taken before the check: a file changed meanwhile is checked again at the next look.
+        inputs = lifecycle.digests(c)
+        before = self._refused.get(c.name)
+        if before is not None and before[0] == inputs:
+            raise TooManyInvalid(before[1])
+        self._refused.pop(c.name, None)
+        try:
+            return pipeline.check_invalid(c, target)
+        except TooManyInvalid as exc:
+            self._refused[c.name] = (inputs, str(exc))
+            raise
 
 
 def _next_opening(result: RunResult, loaded: list[Campaign]) -> datetime | None:

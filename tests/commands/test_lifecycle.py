@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -796,6 +797,17 @@ def test_a_worker_says_a_campaign_it_cannot_run_once_until_something_changes(
             raise KeyboardInterrupt  # as SIGTERM does
 
     monkeypatch.setattr("runner.schedule.sleep", look_again)
+    import runner.pipeline
+
+    checked: list[str] = []
+    check = runner.pipeline.check_invalid
+
+    def counted(c: Any, target: Any, counted: Any = None) -> Any:
+        if counted is None:  # rendered whole, not counted by an earlier pass
+            checked.append(c.name)
+        return check(c, target, counted)
+
+    monkeypatch.setattr(runner.pipeline, "check_invalid", counted)
     found = invoke("run", "--watch", "--every", "1s", folder)
     assert found.exit_code == 130, found.output
     refused = "bad: passed over: " + f"{bad}: 1 of 6 rows are invalid"
@@ -808,5 +820,7 @@ def test_a_worker_says_a_campaign_it_cannot_run_once_until_something_changes(
     ] + [
         " (1 passed over as at the last look, not said again); SIGTERM or Ctrl-C stops the worker"
     ] * 3
+    # Not rendered again to be refused again while its file and audience stayed the same.
+    assert checked.count("bad") == 2  # the first look, and once it was fixed
     counts = delivered(server)  # ok at the first look, bad once it was fixed; nobody twice
     assert (len(counts), max(counts.values())) == (10, 1)
