@@ -45,6 +45,32 @@ def quiet_now() -> str:
     return f'  timezone: "{{{{ customer.tz }}}}"\n  quiet_hours: {{start: "{start}", end: "{end}"}}'
 
 
+QUIET_BY_ZONE = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
+
+
+class ScheduleClock:
+    """The schedule's clock, stopped at a moment; its sleeps move it instead of waiting."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> ScheduleClock:
+    """22:00 UTC on 2026-11-28, within the campaigns' quiet hours (21:00-23:00)."""
+    import runner.schedule
+
+    stopped = ScheduleClock(datetime(2026, 11, 28, 22, 0, tzinfo=UTC))
+    monkeypatch.setattr(runner.schedule, "now", lambda: stopped.now)
+    monkeypatch.setattr(runner.schedule, "sleep", lambda seconds: stopped.sleep(seconds))
+    return stopped
+
+
 def test_quiet_hours_are_counted_in_each_customers_own_zone() -> None:
     s = Schedule(timezone="x", quiet_start=time(21, 0), quiet_end=time(8, 0))
     at = datetime(2026, 11, 28, 14, 30, tzinfo=UTC)  # 21:30 in Hanoi, 14:30 in London
@@ -173,23 +199,12 @@ def test_schedule_mistakes_are_found_at_validate(
 
 
 def test_wait_sends_the_deferred_when_their_quiet_hours_end(
-    mock: Callable[..., ThreadedMock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mock: Callable[..., ThreadedMock], tmp_path: Path, clock: ScheduleClock
 ) -> None:
     """On a fake clock: the run waits until the quiet hours end, then sends the rest."""
-    import runner.schedule
     from runner.commands.run import RunOptions, run
 
     server = mock()
-    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}  # 22:00 UTC: quiet
-
-    def now() -> datetime:
-        return clock["now"]
-
-    def sleep(seconds: float) -> None:
-        clock["now"] += timedelta(seconds=seconds)
-
-    monkeypatch.setattr(runner.schedule, "now", now)
-    monkeypatch.setattr(runner.schedule, "sleep", sleep)
     schedule = '  timezone: UTC\n  quiet_hours: {start: "21:00", end: "23:00"}'
     path = write(tmp_path, server.url, schedule, people="id,tz\n1,UTC\n2,UTC\n")
     result: dict[str, Any] = {}
@@ -201,28 +216,18 @@ def test_wait_sends_the_deferred_when_their_quiet_hours_end(
     worker.start()
     worker.join(60)
     assert result["run"].exit_code == 0
-    assert clock["now"] >= datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
+    assert clock.now >= datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
     assert sorted(a.recipient for a in server.arrivals) == ["1", "2"]
 
 
+@pytest.mark.usefixtures("clock")
 def test_wait_says_each_pass_as_it_ends_and_keeps_each_passs_report(
-    invoke: Callable[..., Result],
-    mock: Callable[..., ThreadedMock],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
 ) -> None:
     """One written over the other showed those the first pass sent as skipped."""
-    import runner.schedule
-
     server = mock()
-    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}
-    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
-    monkeypatch.setattr(
-        runner.schedule, "sleep", lambda s: clock.update(now=clock["now"] + timedelta(seconds=s))
-    )
-    schedule = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
     people = "id,tz\n1,UTC\n2,UTC\n5,Asia/Tokyo\n"
-    path = write(tmp_path, server.url, schedule, people=people)
+    path = write(tmp_path, server.url, QUIET_BY_ZONE, people=people)
     result = invoke("run", path, "--wait", "--report", "w")
     assert result.exit_code == 0, result.output
     summaries = [line for line in result.stdout.splitlines() if line.startswith("sale: ")]
@@ -239,22 +244,16 @@ def test_wait_says_each_pass_as_it_ends_and_keeps_each_passs_report(
     assert sorted(a.recipient for a in server.arrivals) == ["1", "2", "5"]
 
 
+@pytest.mark.usefixtures("clock")
 def test_limit_with_wait_sends_at_most_n_in_all(
-    mock: Callable[..., ThreadedMock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mock: Callable[..., ThreadedMock], tmp_path: Path
 ) -> None:
     """On a fake clock: two now, the wait, then only one more of the four who opened."""
-    import runner.schedule
     from runner.commands.run import RunOptions, run
 
     server = mock()
-    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}
-    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
-    monkeypatch.setattr(
-        runner.schedule, "sleep", lambda s: clock.update(now=clock["now"] + timedelta(seconds=s))
-    )
-    schedule = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
     people = "id,tz\n1,UTC\n2,UTC\n3,UTC\n4,UTC\n5,Asia/Tokyo\n6,Asia/Tokyo\n"
-    path = write(tmp_path, server.url, schedule, people=people)
+    path = write(tmp_path, server.url, QUIET_BY_ZONE, people=people)
     result = run([str(path)], RunOptions(quiet=True, wait=True, limit=3, report=Path("w")))
     assert result.exit_code == 0
     assert len(server.arrivals) == 3
@@ -266,34 +265,31 @@ def test_a_pause_reaches_a_run_waiting_for_quiet_hours(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     invoke: Callable[..., Result],
+    clock: ScheduleClock,
 ) -> None:
     import runner.schedule
     from runner.commands.run import PausedWhileWaiting, RunOptions, run
 
     server = mock()
-    clock = {"now": datetime(2026, 11, 28, 22, 0, tzinfo=UTC)}
     path = write(
         tmp_path,
         server.url,
         '  timezone: UTC\n  quiet_hours: {start: "21:00", end: "23:00"}',
         people="id,tz\n1,UTC\n2,UTC\n",
     )
-    slept: list[float] = []
 
     def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        if len(slept) == 3:  # a few polls into the wait, someone pauses it elsewhere
+        clock.sleep(seconds)
+        if len(clock.slept) == 3:  # a few polls into the wait, someone pauses it elsewhere
             assert invoke("pause", path, "--reason", "wrong coupon").exit_code == 0
-        clock["now"] += timedelta(seconds=seconds)
 
-    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
     monkeypatch.setattr(runner.schedule, "sleep", sleep)
     with pytest.raises(PausedWhileWaiting) as stopped:
         run([str(path)], RunOptions(quiet=True, wait=True, report=Path("w")))
     assert stopped.value.exit_code == 3
     assert "campaign sale was paused by " in str(stopped.value)
     assert str(stopped.value).endswith("stopped waiting: 2 deferred recipients not sent")
-    assert max(slept) <= 2.0  # it looked at least every two seconds
+    assert max(clock.slept) <= 2.0  # it looked at least every two seconds
     assert server.arrivals == []
 
 
@@ -440,21 +436,18 @@ def test_quiet_hours_begun_in_the_repeated_hour_last_until_their_end() -> None:
 def test_people_an_earlier_run_settled_are_not_deferred_by_their_quiet_hours(
     mock: Callable[..., ThreadedMock],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     invoke: Callable[..., Result],
+    clock: ScheduleClock,
 ) -> None:
     """Sent at 20:00, quiet at 22:00: a later run, the plan and the status call them already
     sent, so a campaign spanning zones can be done."""
-    import runner.schedule
-
     server = mock()
-    clock = {"now": datetime(2026, 11, 28, 20, 0, tzinfo=UTC)}
-    monkeypatch.setattr(runner.schedule, "now", lambda: clock["now"])
-    schedule = '  timezone: "{{ customer.tz }}"\n  quiet_hours: {start: "21:00", end: "23:00"}'
-    path = write(tmp_path, server.url, schedule, people="id,tz\n1,UTC\n2,UTC\n3,Asia/Tokyo\n")
+    clock.now = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+    people = "id,tz\n1,UTC\n2,UTC\n3,Asia/Tokyo\n"
+    path = write(tmp_path, server.url, QUIET_BY_ZONE, people=people)
     assert invoke("run", path, "--quiet", "--report", "r1").exit_code == 0
     assert len(server.arrivals) == 3
-    clock["now"] = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)  # 1 and 2 are in quiet hours
+    clock.now = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)  # 1 and 2 are in quiet hours
 
     again = invoke("run", path, "--quiet", "--report", "r2")
     assert again.exit_code == 0, again.output
