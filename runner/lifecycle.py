@@ -313,11 +313,9 @@ async def _known(location: Any, campaign: str) -> tuple[int, Control | None] | N
         return None
     store = await open_store(location, Masker(location.passwords), readonly=True)
     try:
-        counts = await store.counts(campaign)
-        control = await store.control(campaign)
-        if not counts and control is None and not await store.runs(campaign, 1):
+        if not await store.mentions(campaign):
             return None
-        return counts.get(Status.SENT, 0), control
+        return (await store.counts(campaign)).get(Status.SENT, 0), await store.control(campaign)
     finally:
         await store.close()
 

@@ -351,6 +351,15 @@ class PostgresStore:
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def mentions(self, campaign: str) -> bool:
+        found = await self.execute(
+            "SELECT EXISTS (SELECT 1 FROM campaign_runner_recipients WHERE campaign = $1) "
+            "OR EXISTS (SELECT 1 FROM campaign_runner_runs WHERE campaign = $1) "
+            "OR EXISTS (SELECT 1 FROM campaign_runner_controls WHERE campaign = $1) AS found",
+            campaign,
+        )
+        return bool(found[0]["found"])
+
     async def counts(self, campaign: str) -> dict[Status, int]:
         found = await self.execute(
             "SELECT status, count(*) AS n FROM campaign_runner_recipients "

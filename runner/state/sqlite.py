@@ -86,6 +86,11 @@ CREATE TABLE IF NOT EXISTS controls (
     reason   TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+_MENTIONS = """
+SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)
+    OR EXISTS (SELECT 1 FROM runs WHERE campaign = ?)
+    OR EXISTS (SELECT 1 FROM controls WHERE campaign = ?)
+"""
 _CLAIM = """
 INSERT INTO recipients (campaign, recipient, row, status, run_id, first_at, updated_at)
 VALUES (?, ?, ?, 'sending', ?, ?, ?)
@@ -280,8 +285,15 @@ class SqliteStore:
         self.readonly = readonly
         self._locks: dict[str, CampaignLock] = {}
         self._journals: dict[str, journal_file.Writer] = {}
-        self._db = self._snapshot() if readonly else connect(path)
+        # A snapshot is made when first read: `mentions` may answer without one.
+        self._conn = None if readonly else connect(path)
         self._handed = False  # a snapshot handed to priors closes with them
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._snapshot()
+        return self._conn
 
     def _snapshot(self) -> sqlite3.Connection:
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
@@ -379,6 +391,20 @@ class SqliteStore:
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def mentions(self, campaign: str) -> bool:
+        if self._conn is None:  # read-only and not read yet: look without copying the file
+            if campaign in journals(self.path):
+                return True
+            try:
+                probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                try:
+                    return bool(probe.execute(_MENTIONS, (campaign,) * 3).fetchone()[0])
+                finally:
+                    probe.close()
+            except sqlite3.DatabaseError:
+                pass  # an older, missing or damaged file: the snapshot reads it or says why
+        return bool(self._db.execute(_MENTIONS, (campaign,) * 3).fetchone()[0])
+
     async def counts(self, campaign: str) -> dict[Status, int]:
         found = self._db.execute(
             "SELECT status, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY status",
@@ -461,7 +487,8 @@ class SqliteStore:
             with contextlib.suppress(OSError):
                 os.close(writer.fd)
         self._journals.clear()
-        self._db.close()
+        if self._conn is not None:
+            self._conn.close()
         for lock in self._locks.values():
             lock.release()
         self._locks.clear()
@@ -469,8 +496,8 @@ class SqliteStore:
     async def close(self) -> None:
         for campaign in list(self._journals):
             self._journals.pop(campaign).close()
-        if not self._handed:
-            self._db.close()
+        if not self._handed and self._conn is not None:
+            self._conn.close()
         for lock in self._locks.values():
             lock.release()
         self._locks.clear()

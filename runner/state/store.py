@@ -196,6 +196,11 @@ class Store(Protocol):
         """Every campaign the state knows: with recipients, runs or a control."""
         ...
 
+    async def mentions(self, campaign: str) -> bool:
+        """Whether the state holds anything of ``campaign`` (recipients, a run, a control):
+        one cheap look, for a question asked of many states at once."""
+        ...
+
     async def rows(self, campaign: str) -> list[tuple[Any, ...]]:
         """Every recipient row of ``campaign`` (`COLUMNS`), for a copy."""
         ...

@@ -362,3 +362,28 @@ async def test_a_bots_lease_passes_on_only_a_pacing_window_after_its_holder_let_
     await third.lease_bots(["bot"], said.append)
     assert asyncio.get_running_loop().time() - started >= pacing.WINDOW
     await third.close()
+
+
+async def test_a_state_says_cheaply_whether_it_mentions_a_campaign(location: Location) -> None:
+    """Asked of every state of a repository for each campaign new to the chosen one: a
+    recipient, a run or a pause is a mention; another campaign's are not."""
+    from runner.secrets import Masker
+    from runner.state.core import open_store
+    from runner.state.store import Control
+
+    s = await open_run(location, "claimed", "r")
+    await s.claim("u1", 1)
+    await s.close()
+    store = await open_store(location, Masker([]))
+    try:
+        await store.set_control("paused", Control("paused", "someone", 1.0, "why"))
+    finally:
+        await store.close()
+    run_only = await open_run(location, "ran", "r")  # a run that claimed nobody
+    await run_only.close()
+    reader = await open_store(location, Masker([]), readonly=True)
+    try:
+        found = {c: await reader.mentions(c) for c in ("claimed", "paused", "ran", "other")}
+    finally:
+        await reader.close()
+    assert found == {"claimed": True, "paused": True, "ran": True, "other": False}
