@@ -71,6 +71,21 @@ def delivered(server: ThreadedMock) -> Counter[str]:
     return Counter(a.recipient for a in server.arrivals if a.status == 200)
 
 
+# The mock server stamps arrivals in a thread of the test process: on a machine busy with the
+# whole suite a stamp can run late by more than the pacer's margin (pacing.WINDOW - 1 s), and a
+# correctly paced request then seems to share a second with the one a window before it.
+ARRIVAL_SLACK = 0.03  # seconds
+
+
+def busiest_shared_second(times: list[float]) -> int:
+    """The most arrivals within any second, less `ARRIVAL_SLACK`, for processes that share a
+    bot: the stamps' lateness is allowed for, while two processes sending at once still show
+    as about twice the limit. (The handover between them is tested exactly, at the store.)"""
+    from runner.pacing import busiest_window
+
+    return busiest_window(times, 1.0 - ARRIVAL_SLACK)
+
+
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
