@@ -18,16 +18,17 @@ def normal_host(host: str) -> str:
     return host
 
 
-def normal_base(base_url: str) -> str:
-    """``scheme://host:port/path`` in one spelling: the host normalised, the port always
-    written, no trailing slash."""
+def normal_origin(base_url: str) -> str:
+    """``scheme://host:port`` in one spelling: the host normalised, the port always written."""
     url = URL(base_url)
     scheme = (url.scheme or "https").lower()
     port = url.port or _DEFAULT_PORTS.get(scheme, 443)
-    path = url.path.rstrip("/")
-    return f"{scheme}://{normal_host(url.host or '')}:{port}{path}"
+    return f"{scheme}://{normal_host(url.host or '')}:{port}"
 
 
-def bot_identity(api: str, base_url: str, bot_id: str) -> tuple[str, str, str]:
-    """One bot, however its URL is spelled: the API, the normalised base URL and the bot id."""
-    return (api, normal_base(base_url), bot_id)
+def bot_identity(base_url: str, bot_id: str) -> tuple[str, str]:
+    """One bot, however its URL is spelled and whichever version of the API its campaigns
+    use: the limit is per bot (25 requests/s to the Broadcasting API), so a V1 and a V2
+    campaign of one bot share it. The API's origin and the bot id; a path under the origin
+    (V2's ``/public``) is no part of it."""
+    return (normal_origin(base_url), bot_id)

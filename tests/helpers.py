@@ -78,9 +78,10 @@ ARRIVAL_SLACK = 0.03  # seconds
 
 
 def busiest_shared_second(times: list[float]) -> int:
-    """The most arrivals within any second, less `ARRIVAL_SLACK`, for processes that share a
-    bot: the stamps' lateness is allowed for, while two processes sending at once still show
-    as about twice the limit. (The handover between them is tested exactly, at the store.)"""
+    """The most arrivals within any second, less `ARRIVAL_SLACK`, for campaigns or processes
+    that share a bot: the stamps' lateness is allowed for, while two of them sending at once
+    still show as about twice the limit. (The handover between processes is tested exactly,
+    at the store.)"""
     from runner.pacing import busiest_window
 
     return busiest_window(times, 1.0 - ARRIVAL_SLACK)

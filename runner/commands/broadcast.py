@@ -147,15 +147,12 @@ async def _broadcast(
             for (c, target, _, opened), writer in zip(plans, writers, strict=True)
         ]
         pacers = pacing.shared(
-            [
-                (hosts.bot_identity(c.bot.api, t.base_url, t.bot_id), c.bot.rate_limit)
-                for c, t, _, _ in plans
-            ]
+            [(hosts.bot_identity(t.base_url, t.bot_id), c.bot.rate_limit) for c, t, _, _ in plans]
         )
         jobs = [replace(job, pacer=pacer) for job, pacer in zip(jobs, pacers, strict=True)]
         await stores.lease_bots(
             [
-                (location, "\x00".join(hosts.bot_identity(c.bot.api, t.base_url, t.bot_id)))
+                (location, "\x00".join(hosts.bot_identity(t.base_url, t.bot_id)))
                 for c, t, location, _ in plans
             ],
             say,

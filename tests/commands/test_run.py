@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from tests.helpers import ThreadedMock, delivered, results, summary
+from tests.helpers import (
+    ThreadedMock,
+    busiest_shared_second,
+    customers_csv,
+    delivered,
+    results,
+    summary,
+)
 
 REPO = Path(__file__).resolve().parents[2]  # the repository, above tests/commands/
 
@@ -639,3 +646,24 @@ def test_a_recipient_in_flight_when_this_run_stopped_is_said_to_be_of_this_run(
     said = text(RunResult([CampaignResult(campaigns.load(path), s, [entry], 1)], 130, False))
     assert "  uncertain: row 1 7 in flight when this run stopped; its outcome is unknown" in said
     assert "earlier run" not in said
+
+
+def test_a_v1_and_a_v2_campaign_of_one_bot_share_its_limit(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    """25 requests/s is the bot's, whichever version of the API sends: two pacers sent 50."""
+    server = mock()
+    (tmp_path / "people.csv").write_text(customers_csv(15))
+    bot = f'{{id: "6123abcd", token: "${{TEST_TOKEN}}", base_url: "{server.url}", rate_limit: 10}}'
+    (tmp_path / "v1.yaml").write_text(
+        f"version: 1\nname: v1\nbot: {{api: v1, {bot[1:]}\naudience: {{file: people.csv}}\n"
+        'message: {user_id: "a{{ customer.id }}", block_name: Sale}\n'
+    )
+    (tmp_path / "v2.yaml").write_text(
+        f"version: 1\nname: v2\nbot: {{api: v2, {bot[1:]}\naudience: {{file: people.csv}}\n"
+        'message: {customer: {id: "b{{ customer.id }}"}, messages: [{text: Sale}]}\n'
+    )
+    result = invoke("run", tmp_path / "v1.yaml", tmp_path / "v2.yaml", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert len(server.arrivals) == 30
+    assert busiest_shared_second([a.t for a in server.arrivals]) <= 10
