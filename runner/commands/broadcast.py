@@ -166,7 +166,12 @@ async def _broadcast(
             return _Sampling(aiohttp_transport(job), sent[job.campaign.name], masker)
 
         engine = Engine(jobs, transport=sampled)
-        await _drive(engine, [opened for *_, opened in plans], options.quiet)
+        opened_runs = [opened for *_, opened in plans]
+        # Waiting for a bot's lease can take as long as another process sends with it: a
+        # pause or cancel given meanwhile holds before the first request, not a poll later.
+        for run, campaign_run in zip(engine.runs, opened_runs, strict=True):
+            await _honour_control(run, campaign_run)
+        await _drive(engine, opened_runs, options.quiet)
         results = []
         for run, writer, (c, target, location, opened) in zip(
             engine.runs, writers, plans, strict=True
@@ -232,18 +237,24 @@ async def _watch(engine: Engine, opened: list[CampaignRun], done: asyncio.Event)
             if run.stopping:
                 continue
             with contextlib.suppress(StateLost, TimeoutError, CampaignError):
-                control = await campaign_run.control()
-                if control is not None:
-                    run.pause(
-                        lifecycle.stopped_words(campaign_run.campaign, control),
-                        final=control.action == "cancelled",
-                    )
-                elif turn % PROGRESS_EVERY == 0:
+                if await _honour_control(run, campaign_run):
+                    continue
+                if turn % PROGRESS_EVERY == 0:
                     counts = run.job.report.tally.counts
                     await campaign_run.progress(
                         progress={str(s): counts.get(s, 0) for s in PROGRESS}
                     )
         await asyncio.sleep(PAUSE_POLL)
+
+
+async def _honour_control(run: JobRun, campaign_run: CampaignRun) -> bool:
+    """Stop ``run`` when someone paused or cancelled its campaign; whether they did."""
+    control = await campaign_run.control()
+    if control is None:
+        return False
+    words = lifecycle.stopped_words(campaign_run.campaign, control)
+    run.pause(words, final=control.action == "cancelled")
+    return True
 
 
 async def _drive(engine: Engine, opened: list[CampaignRun], quiet: bool) -> None:
