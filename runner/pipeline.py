@@ -33,6 +33,7 @@ class Prepared(NamedTuple):
     # The same row built for a reviewed plan's digests (`prepare(..., reviewed=)`): every
     # ${VAR} as written and the token masked, so that a plan needs no secret.
     reviewed: Request | None = None
+    aliases: tuple[str, ...] = ()  # the recipient's other identifiers (`apis.Built`)
 
 
 class Skipped(NamedTuple):
@@ -41,6 +42,7 @@ class Skipped(NamedTuple):
     recipient: str | None = None
     status: Status = Status.SKIPPED  # or INVALID: the row cannot become a request
     opens: float | None = None  # DEFERRED: when the recipient's quiet hours end (epoch seconds)
+    aliases: tuple[str, ...] = ()  # the recipient's other identifiers (`apis.Built`)
 
 
 Item = Prepared | Skipped
@@ -53,6 +55,21 @@ class Priors(Protocol):
     def prior(self, recipient: str) -> Prior | None: ...
 
 
+def prior_of(item: Item, priors: Priors) -> Prior | None:
+    """What earlier runs left of the item's recipient, known by its key or, when an earlier
+    run knew them by another of their identifiers (a V2 `priority:` reordered since), by
+    that: either way the same person, never sent twice."""
+    if item.recipient is None:
+        return None
+    prior = priors.prior(item.recipient)
+    if prior is None:
+        for alias in item.aliases:
+            prior = priors.prior(alias)
+            if prior is not None:
+                break
+    return prior
+
+
 def earlier(
     item: Item, priors: Priors, *, retry_failed: bool, resend_uncertain: bool
 ) -> Line | None:
@@ -62,10 +79,8 @@ def earlier(
     ones are reported as such unless the run is asked to send them again; unsent ones are
     sent. A recipient in quiet hours now is judged by it too: one an earlier run settled is
     not deferred (else a campaign whose audience spans zones would never be done)."""
-    if item.recipient is None:
-        return None
-    prior = priors.prior(item.recipient)
-    if prior is None:
+    prior = prior_of(item, priors)
+    if prior is None or item.recipient is None:
         return None
     if prior.status == Status.SENT:
         return line(item.row, item.recipient, Status.SKIPPED, reason="already sent")
@@ -156,7 +171,7 @@ def prepare(
         values = render(record)
         if isinstance(values, Skip):
             if values is FILTERED:
-                yield _tuple(Skipped, (n, values, None, Status.SKIPPED, None))  # a tenth of rows
+                yield _tuple(Skipped, (n, values, None, Status.SKIPPED, None, ()))  # 1 in 10
             else:
                 yield Skipped(n, values, None, Status.INVALID)
             continue
@@ -168,7 +183,7 @@ def prepare(
         if isinstance(built, Refusal):
             yield Skipped(n, built, None, Status.INVALID)
             continue
-        recipient, request = built
+        recipient, request, aliases = built
         earlier = first_row(recipient, n)
         if earlier is not None:
             yield Skipped(n, f"duplicate of row {earlier}", recipient)
@@ -181,15 +196,15 @@ def prepare(
                 continue
             if opens is not None:
                 reason = f"quiet hours in {zone} until {opens:%H:%M} local"
-                yield Skipped(n, reason, recipient, Status.DEFERRED, opens.timestamp())
+                opened = opens.timestamp()
+                yield Skipped(n, reason, recipient, Status.DEFERRED, opened, aliases)
                 continue
         if second is not None:
             again = second.build(values)
-            yield Prepared(
-                n, recipient, request, record, None if isinstance(again, Refusal) else again[1]
-            )
+            checked = None if isinstance(again, Refusal) else again[1]
+            yield Prepared(n, recipient, request, record, checked, aliases)
             continue
-        yield _tuple(Prepared, (n, recipient, request, record, None))  # made in C: see audience
+        yield _tuple(Prepared, (n, recipient, request, record, None, aliases))  # C: see audience
 
 
 def _distance(a: str, b: str, most: int) -> int:

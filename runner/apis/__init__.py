@@ -43,6 +43,9 @@ class Built(NamedTuple):
 
     recipient: str
     request: Request
+    # The recipient's other identifiers (V2: phone, email, ... besides the key): an earlier
+    # run may have known them by one of those (a `priority:` since reordered).
+    aliases: tuple[str, ...] = ()
 
 
 class Refusal(str):

@@ -156,7 +156,8 @@ class QueryBuilder:
             parts.append(q(values[i]))
         parts.append(self._tail)
         # Tuples made in C: these constructors run once a row (see audience._tuple).
-        return _tuple(Built, (user_id, _tuple(Request, ("POST", "".join(parts), _JSON, None))))
+        request = _tuple(Request, ("POST", "".join(parts), _JSON, None))
+        return _tuple(Built, (user_id, request, ()))
 
     def make(self, fields: QueryFields) -> Built | Refusal:
         """`build` of values given by name."""

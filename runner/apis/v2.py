@@ -144,7 +144,9 @@ class Builder:
             if value:
                 body[key] = value
         body.update(self._constant)
-        return Built(recipient, Request("POST", self._url, self._headers, orjson.dumps(body)))
+        request = Request("POST", self._url, self._headers, orjson.dumps(body))
+        aliases = tuple(dict.fromkeys(v for v in ids.values() if v and v != recipient))
+        return Built(recipient, request, aliases)
 
 
 def builder(message: V2Message, endpoint: Endpoint) -> Builder:

@@ -136,7 +136,7 @@ def _audience(
         fresh = 0
         for item in invalid.count(pipeline.prepare(campaign, target)):
             if isinstance(item, pipeline.Prepared):
-                fresh += reader.prior(item.recipient) is None
+                fresh += pipeline.prior_of(item, reader) is None
             elif item.status is Status.DEFERRED and (
                 pipeline.earlier(
                     item,

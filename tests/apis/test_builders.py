@@ -36,7 +36,7 @@ def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
         attributes=(("greeting", "{{ customer.greeting }}"), ("note", "{{ customer.note }}")),
     )
     fields = QueryFields(user_id="u 1/2", block="Spring Sale", attributes=(TRICKY, ""))
-    recipient, request = built(v1.builder(message, ENDPOINT).make(fields))
+    recipient, request, _ = built(v1.builder(message, ENDPOINT).make(fields))
     assert recipient == "u 1/2"
     assert request.method == "POST"
     assert request.body is None
@@ -55,7 +55,9 @@ def test_v1_puts_everything_in_the_query_string_url_encoded() -> None:
 
 def test_v1_block_id_and_no_tag() -> None:
     message = V1Message(user_id="", block_id="42")
-    _, request = built(v1.builder(message, ENDPOINT).make(QueryFields(user_id="7", block="42")))
+    request = built(
+        v1.builder(message, ENDPOINT).make(QueryFields(user_id="7", block="42"))
+    ).request
     assert query(request)[1:] == [("block_id", "42")]
 
 
@@ -67,7 +69,7 @@ def test_chatfuel_uses_its_own_names_and_an_unquoted_tag() -> None:
         attributes=(("plan", "{{ customer.plan }}"),),
     )
     fields = QueryFields(user_id="7", block="Welcome", attributes=("PRO",))
-    _, request = built(chatfuel.builder(message, ENDPOINT).make(fields))
+    request = built(chatfuel.builder(message, ENDPOINT).make(fields)).request
     assert query(request) == [
         ("chatfuel_token", "t0k&n="),
         ("chatfuel_flow_name", "Welcome"),
@@ -85,7 +87,9 @@ def test_fields_that_are_no_templates_are_quoted_once_into_the_url() -> None:
         attributes=(("a b", TRICKY), ("greeting", "{{ customer.g }}"), ("empty", "")),
         messaging_tag="ACCOUNT_UPDATE",
     )
-    _, request = built(v1.builder(constant, ENDPOINT).build(["7", TRICKY, TRICKY, "Hi & bye", ""]))
+    request = built(
+        v1.builder(constant, ENDPOINT).build(["7", TRICKY, TRICKY, "Hi & bye", ""])
+    ).request
     assert query(request) == [
         ("bot_token", "t0k&n="),
         ("block_name", TRICKY),
@@ -107,7 +111,9 @@ def test_v1_skips_an_empty_recipient() -> None:
 
 def test_a_masked_preview_shows_the_mask_plainly() -> None:
     masked = Endpoint("https://api.smax.bot", "1", "***")
-    _, request = built(v1.builder(V1Message(user_id="", block_name="B"), masked).build(["1", "B"]))
+    request = built(
+        v1.builder(V1Message(user_id="", block_name="B"), masked).build(["1", "B"])
+    ).request
     assert "bot_token=***&" in request.url
 
 
@@ -129,10 +135,12 @@ def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() 
         tokens={"notification_messages_token": ""},
         texts=("Xin chào An", "🎉"),
     )
-    recipient, request = built(builder.make(fields))
+    recipient, request, aliases = built(builder.make(fields))
     # The same, as the renderer gives them: identifiers, tokens, then texts.
-    assert builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"]) == (recipient, request)
+    again = builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"])
+    assert again == (recipient, request, aliases)
     assert recipient == "+84 90"  # no id: the first identifier in priority order
+    assert aliases == ("a@b.c",)  # also known by: an earlier run may have keyed them so
     assert request.url == "https://api.smax.bot/bots/6123abcd/send"
     assert request.headers["Authorization"] == "Bearer t0k&n="
     assert orjson.loads(request.body or b"") == {

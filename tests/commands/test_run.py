@@ -667,3 +667,29 @@ def test_a_v1_and_a_v2_campaign_of_one_bot_share_its_limit(
     assert result.exit_code == 0, result.output
     assert len(server.arrivals) == 30
     assert busiest_shared_second([a.t for a in server.arrivals]) <= 10
+
+
+def test_reordering_v2_priority_sends_nobody_twice(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    """A V2 recipient is known by their first identifier in `priority` order: reordered, each
+    would have been someone new, and a sweep sent everyone again."""
+    server = mock()
+    (tmp_path / "people.csv").write_text(
+        "phone,email\n" + "".join(f"+8490{i},p{i}@x.vn\n" for i in range(5))
+    )
+    path = tmp_path / "v2.yaml"
+    path.write_text(
+        f"version: 1\nname: v2\nbot: {{api: v2, id: b, token: '${{TEST_TOKEN}}', "
+        f"base_url: '{server.url}'}}\naudience: {{file: people.csv}}\nmessage:\n"
+        '  customer: {phone: "{{ customer.phone }}", email: "{{ customer.email }}"}\n'
+        "  messages: [{text: Sale}]\n  priority: [phone, email]\n"
+    )
+    assert invoke("run", path, "--quiet").exit_code == 0
+    path.write_text(path.read_text().replace("[phone, email]", "[email, phone]"))
+    status = invoke("status", path).output
+    assert "  not yet    0 audience rows not attempted" in status
+    again = invoke("run", path, "--quiet", "--report", "again")
+    assert again.exit_code == 0, again.output
+    assert len(server.arrivals) == 5  # the first run's, and none again
+    assert {r["reason"] for r in results(Path("again"))} == {"already sent"}
