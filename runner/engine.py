@@ -365,6 +365,7 @@ class Engine:
         pacer = job.pacer
         report = job.report
         timed = job.deadline is not None or job.budget is not None
+        attempt: Attempt | None = None  # the last one, when retrying
         while True:
             slot = pacer.try_acquire() or await pacer.acquire()
             # The report's rate is of releases: the pacer spaces those, while a request's own
@@ -376,12 +377,21 @@ class Engine:
                 if attempts == 0:
                     return None  # never claimed: not reached, like the rows not yet read
                 return Attempt(Kind.RETRY, error="the run stopped before it was sent"), attempts
-            if attempts == 0:
-                try:
-                    await job.state.claim(item.recipient, item.row)
-                except BaseException:
-                    pacer.never_sent(slot)
+            try:
+                # A retry is claimed again: that commit proves the state still holds the
+                # campaign (its lock and the bot's lease live on the state's connection), so a
+                # process cut off from it never sends on while another takes over.
+                await job.state.claim(item.recipient, item.row)
+            except StateLost as lost:
+                pacer.never_sent(slot)
+                if attempt is None:
                     raise
+                run.abort(str(lost))
+                attempt.error = f"{attempt.error}; the state was lost before its retry"
+                return attempt, attempts
+            except BaseException:
+                pacer.never_sent(slot)
+                raise
             attempts += 1
             started = clock.monotonic()
             if run.first_start is None:

@@ -9,6 +9,7 @@ from typing import Any
 from runner import campaign as campaigns
 from runner.apis import Request
 from runner.engine import Engine, Job, JobRun
+from runner.errors import StateLost
 from runner.pacing import Pacer
 from runner.pipeline import Prepared
 from runner.report import ReportWriter
@@ -78,11 +79,33 @@ async def run(
     return Ran(engine.runs[0], state, transport, clock, writer)
 
 
-async def test_a_503_is_retried_and_the_recipient_claimed_once(tmp_path: Path) -> None:
+async def test_a_503_is_retried_and_each_attempt_claimed(tmp_path: Path) -> None:
     ran = await run(tmp_path, 1, script=[(503, b"busy")])
     assert len(ran.transport.sent) == 2
-    assert ran.state.claims == ["1"]  # the retry is not a second claim
+    # The retry's claim proves the state still holds the campaign before it is sent.
+    assert ran.state.claims == ["1", "1"]
     assert ran.state.outcomes == [("1", Status.SENT, 2, 200, None, None)]
+
+
+class LostAfterFirstClaim(MemoryState):
+    """A state whose connection (and with it the campaign's lock and the bot's lease) is gone
+    after the first claim: another process may hold the campaign now."""
+
+    async def claim(self, recipient: str, row: int) -> None:
+        if self.claims:
+            raise StateLost("the state database stopped answering")
+        await super().claim(recipient, row)
+
+
+async def test_a_retry_is_not_sent_once_the_state_is_lost(tmp_path: Path) -> None:
+    """A worker paused while its connection was cut sent its retries on waking, beside the
+    worker that took over the bot: 27 in a second at a limit of 25."""
+    ran = await run(tmp_path, 1, script=[(503, b"busy")], state=LostAfterFirstClaim())
+    assert len(ran.transport.sent) == 1
+    assert ran.run.aborted == "the state database stopped answering"
+    [(recipient, status, attempts, http_status, _, error)] = ran.state.outcomes
+    assert (recipient, status, attempts, http_status) == ("1", Status.UNSENT, 1, 503)
+    assert str(error).endswith("; the state was lost before its retry")
 
 
 async def test_a_spent_budget_claims_nobody_more_and_hands_rows_back(tmp_path: Path) -> None:
