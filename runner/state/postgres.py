@@ -161,6 +161,10 @@ def _key(kind: str, name: str) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The driver's own state machine, left mid-operation by a connection the server or
+        # the network ended: "cannot switch to state 12" says nothing to a person.
+        return "the connection was broken off, by the server or the network"
     return str(exc) or type(exc).__name__
 
 

@@ -387,3 +387,24 @@ async def test_a_state_says_cheaply_whether_it_mentions_a_campaign(location: Loc
     finally:
         await reader.close()
     assert found == {"claimed": True, "paused": True, "ran": True, "other": False}
+
+
+async def test_a_connection_the_server_ended_is_said_in_words_about_the_database(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ended by the server mid-run, a connection could leave the driver saying only "cannot
+    switch to state 12; another operation (2) is in progress"."""
+    import asyncpg
+
+    s = await open_run(Location(url=postgres_url), "c", "r")
+    driver = "cannot switch to state 12; another operation (2) is in progress"
+
+    async def broken(*_: Any) -> None:
+        raise asyncpg.exceptions.InternalClientError(driver)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", broken)
+    with pytest.raises(StateLost) as lost:
+        await s.claim("u1", 1)
+    s.abandon()
+    assert "(the connection was broken off, by the server or the network)" in str(lost.value)
+    assert "state 12" not in str(lost.value)
