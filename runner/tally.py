@@ -63,6 +63,7 @@ class Summary(TypedDict, total=False):
     limit: int | None
     budget_spent: bool
     remaining: int | None
+    unrecorded_sent: int  # delivered, but the state was lost before it could say so
     exit_code: int
     # a plan's
     estimated_duration_s: float

@@ -398,6 +398,7 @@ async def _settle(
         deferred=counts.get(Status.DEFERRED, 0),
         next_due=tally.deferred_until,
     )
+    unrecorded = {o.recipient for o in opened.unrecorded if o.status is Status.SENT}
     summary = writer.finish(
         {
             "campaign": c.name,
@@ -421,6 +422,7 @@ async def _settle(
             "limit": job.limit,
             "budget_spent": run.budget_spent,
             "remaining": remaining,
+            "unrecorded_sent": len(unrecorded),
             "exit_code": code,
             "note": _note(run, mode, remaining),
             **shown,  # where the requests went, and the first of them decoded
@@ -432,7 +434,10 @@ async def _settle(
         report = await read_status(location, c.name, limit=LISTED)
     except CampaignError:  # the state went away: the report says what this run knows
         return CampaignResult(c, summary)
-    return CampaignResult(c, summary, report["not_delivered"], report["not_delivered_count"])
+    # Delivered, as this run knows: not among those not delivered, whatever the state says.
+    missing = [e for e in report["not_delivered"] if e["recipient"] not in unrecorded]
+    count = max(0, report["not_delivered_count"] - len(unrecorded))
+    return CampaignResult(c, summary, missing, count)
 
 
 def _rest(run: JobRun) -> tuple[int, int]:

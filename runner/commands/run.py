@@ -593,6 +593,13 @@ def text(result: RunResult) -> str:
                 f"{s['deferred_until']}; `campaign run --due {r.campaign.path}` sends them then "
                 "(a sweep or a --watch worker does it for you)"
             )
+        if s.get("unrecorded_sent"):
+            lines.append(
+                f"  {s['unrecorded_sent']} delivered by this run could not be recorded (the "
+                "state was lost): the state shows them in flight and a later run reports them "
+                "uncertain, but this report has them sent: never resend them with "
+                "--resend-uncertain"
+            )
         if n["uncertain"]:
             lines.append(
                 f"  {n['uncertain']} uncertain: the API may have acted. `campaign run "

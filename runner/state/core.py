@@ -90,6 +90,9 @@ class CampaignRun:
         self._outcomes: list[Outcome] = []
         self._flushing: asyncio.Task[None] | None = None
         self.lost: StateLost | None = None
+        #: outcomes the state never took (it was lost): the state shows those recipients in
+        #: flight, and a later run reports them uncertain whatever this run knew of them
+        self.unrecorded: list[Outcome] = []
         self.deadline = WRITE_DEADLINE
 
     def prior(self, recipient: str) -> Prior | None:
@@ -116,9 +119,11 @@ class CampaignRun:
         error: str | None,
     ) -> None:
         """Queue an outcome; it is written with the next batch."""
-        self._outcomes.append(
-            Outcome(recipient, status, attempts, http_status, result, error, time.time())
-        )
+        found = Outcome(recipient, status, attempts, http_status, result, error, time.time())
+        if self.lost is not None:
+            self.unrecorded.append(found)
+            return
+        self._outcomes.append(found)
         self._schedule()
 
     async def control(self) -> Control | None:
@@ -159,6 +164,7 @@ class CampaignRun:
                 for waiter in waiters + self._waiters:
                     if not waiter.done():
                         waiter.set_exception(self.lost)
+                self.unrecorded += outcomes + self._outcomes
                 self._claims, self._waiters, self._outcomes = [], [], []
                 return
             for waiter in waiters:

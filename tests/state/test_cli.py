@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -241,6 +242,41 @@ def test_a_lost_database_connection_stops_the_run(
     again = campaign_run(path, "--report", "r2", "--state", postgres_url)
     again.communicate(timeout=60)
     assert set(delivered(server).values()) == {1}
+
+
+def test_what_a_run_delivered_after_losing_its_state_is_never_called_uncertain_by_it(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    v1_campaign: Callable[..., Path],
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state lost mid-run keeps the claims of those in flight; the answers that came
+    after are this run's to tell. It listed them 'uncertain' and advised resending them."""
+    server = mock()
+    path = v1_campaign(server.url, rows=30, concurrency=5)
+    real, batches = asyncpg.Connection.fetch, []
+
+    async def lost_at_third_batch(self: asyncpg.Connection, query: str, *args: Any) -> Any:
+        if query.lstrip().startswith("WITH outcomes AS"):  # a batch of claims and outcomes
+            batches.append(query)
+            if len(batches) == 3:
+                raise asyncpg.ConnectionDoesNotExistError("connection was closed")
+        return await real(self, query, *args)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", lost_at_third_batch)
+    result = invoke("run", path, "--state", postgres_url, "--report", "r")
+    assert result.exit_code == 3, result.output
+    s = summary(Path("r"))
+    sent = {r["recipient"] for r in results(Path("r")) if r["status"] == "sent"}
+    assert s["unrecorded_sent"] > 0
+    assert (
+        f"  {s['unrecorded_sent']} delivered by this run could not be recorded (the state was "
+        "lost): the state shows them in flight and a later run reports them uncertain, but "
+        "this report has them sent: never resend them with --resend-uncertain"
+    ) in result.stdout
+    listed = [line for line in result.stdout.splitlines() if line.startswith("  uncertain: row")]
+    assert not [line for line in listed if line.split()[3] in sent]  # none it knows sent
 
 
 def test_state_copy_both_ways_resends_nobody(
