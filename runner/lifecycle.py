@@ -88,10 +88,16 @@ class Standing:
     control: Control | None = None
     holder: Holder | None = None
     attention: list[str] = field(default_factory=list)
+    progress: str = ""  # how far the run under way has come ("40 sent so far")
 
     @property
     def runs_now(self) -> bool:
         return self.state in RUNS_NOW
+
+    @property
+    def told(self) -> str:
+        """``why`` with the progress of the run under way, for `status`."""
+        return f"{self.why}: {self.progress}" if self.progress else self.why
 
     def as_dict(self) -> dict[str, Any]:
         last = self.last_run
@@ -99,7 +105,7 @@ class Standing:
             "campaign": self.campaign,
             "file": self.file,
             "standing": self.state,
-            "why": self.why,
+            "why": self.told,
             "state": self.location,
             "next_due": _iso(self.next_due),
             "counts": self.counts,
@@ -210,9 +216,7 @@ async def standing(store: Store, campaign: Campaign, now: float | None = None) -
         going = await store.runs(name, 1)
         progress = going[0].facts.get("progress") if going and going[0].finished is None else None
         shown = ", ".join(f"{n} {status}" for status, n in (progress or {}).items() if n)
-        if shown:
-            why += f": {shown} so far"
-        return made("running", why)
+        return replace(made("running", why), progress=f"{shown} so far" if shown else "")
     if schedule.not_after is not None and now >= schedule.not_after.timestamp():
         left = counts.get("unsent", 0) + deferred + int(facts.get("remaining") or 0)
         if last is None:

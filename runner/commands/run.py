@@ -320,6 +320,7 @@ def _run_due(
     first of them is due next."""
     standings = asyncio.run(_standings(loaded, options.state, options.sandbox))
     due = [c for c, s in zip(loaded, standings, strict=True) if s.runs_now]
+    # Without a run's progress: a worker says a line once while it stays the same.
     lines = [f"{s.campaign}: {s.why}" for s in standings if not s.runs_now]
     upcoming = [s.next_due for s in standings if not s.runs_now and s.next_due is not None]
     return due, lines, min(upcoming) if upcoming else None

@@ -175,7 +175,7 @@ def _line(s: lifecycle.Standing) -> str:
         if last
         else ""
     )
-    return f"{inert.terminal(s.why)} ({tally}{ran})"
+    return f"{inert.terminal(s.told)} ({tally}{ran})"
 
 
 def _ended(exit_code: int | None, running: bool) -> str:

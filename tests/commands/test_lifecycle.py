@@ -242,6 +242,12 @@ def test_a_pause_from_another_process_stops_a_sending_run_within_two_seconds(
         assert " sent" in standing
         assert standing.endswith(", under way)")  # its own run, not one that did not finish
         assert " -> under way  " in running.split("Runs (newest first):")[1].splitlines()[1]
+        # A sweep meanwhile says the same line at every look: no progress in it.
+        swept = invoke("run", "--due", path, "--quiet", *given)
+        assert swept.exit_code == 0, swept.output
+        [line] = [line for line in swept.stderr.splitlines() if line.startswith("sale: ")]
+        assert line.startswith("sale: running on host ")
+        assert "so far" not in line
         paused = invoke("pause", path, "--reason", "wrong coupon", *given)
         assert paused.exit_code == 0, paused.output
         at = len(server.arrivals)
