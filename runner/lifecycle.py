@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from runner import inert, state
+from runner import inert, repository, state
 from runner import schedule as schedule_clock
 from runner.campaign import file_digest
 from runner.errors import CampaignError
@@ -63,6 +63,12 @@ async def refuse_if_stopped(store: Store, campaign: str) -> None:
     control = await store.control(campaign)
     if control is not None:
         raise CampaignStopped(f"{stopped_words(campaign, control)}. Nothing was sent")
+
+
+def file_key(campaign: Campaign) -> str:
+    """The campaign file as its repository names it: the same on every checkout."""
+    path = campaign.path.resolve()
+    return path.relative_to(repository.root(path)).as_posix()
 
 
 def digests(campaign: Campaign) -> dict[str, str | None]:
@@ -282,14 +288,16 @@ def _attention(counts: dict[str, int], path: str) -> list[str]:
 async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None:
     """Why running ``campaign`` in the state ``given`` (or the default) would ignore its
     history, when that state knows nothing of it while another state this repository uses
-    does (recipients, runs, or a pause); None when nothing is elsewhere."""
+    does (recipients, runs, or a pause), or its file ran under another name; None when
+    nothing is elsewhere."""
     chosen = state.locate(given, campaign.path, campaign.name, False)
     try:
         if await _known(chosen, campaign.name) is not None:
             return None
     except CampaignError:
         return None  # a state that cannot be read is refused by the run, saying why
-    for other in state.alternatives(given, campaign.path, campaign.name):
+    others = state.alternatives(given, campaign.path, campaign.name)
+    for other in others:
         try:
             found = await _known(other, campaign.name)
         except CampaignError:
@@ -305,6 +313,34 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
             f"but {other} has: {what}. Running here would ignore it; nothing was sent. Move "
             f"the history first: campaign state copy {other} {chosen} (or start again on "
             "purpose with --fresh-state)"
+        )
+    return await _renamed(campaign, chosen, [chosen, *others])
+
+
+async def _renamed(campaign: Campaign, chosen: Any, locations: list[Any]) -> str | None:
+    """Why running ``campaign`` would send everyone again when its file last ran under
+    another name (a `name:` edited: a new campaign to every state); None when it did not."""
+    key = file_key(campaign)
+    for location in locations:
+        if location.path is not None and not location.path.is_file():
+            continue
+        try:
+            store = await open_store(location, Masker(location.passwords), readonly=True)
+            try:
+                named = [n for n in await store.ran_from(key) if n != campaign.name]
+                if not named:
+                    continue
+                sent = (await store.counts(named[0])).get(Status.SENT, 0)
+            finally:
+                await store.close()
+        except CampaignError:
+            continue  # nothing can be read there to compare
+        return (
+            f"{campaign.path}: the state {chosen} has no history of campaign {campaign.name}, "
+            f"but this file ran as campaign {named[0]} in {location}: {sent} recipients sent "
+            "there. Running here would ignore it; nothing was sent. Put back "
+            f"`name: {named[0]}` to go on with it (or start {campaign.name} on purpose, "
+            "everyone again, with --fresh-state)"
         )
     return None
 

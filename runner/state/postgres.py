@@ -355,6 +355,15 @@ class PostgresStore:
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def ran_from(self, campaign_file: str) -> list[str]:
+        found = await self.execute(
+            "SELECT campaign FROM (SELECT DISTINCT ON (campaign) campaign, facts "
+            "FROM campaign_runner_runs ORDER BY campaign, started DESC) AS latest "
+            "WHERE facts->>'campaign_file' = $1",
+            campaign_file,
+        )
+        return [row["campaign"] for row in found]
+
     async def mentions(self, campaign: str) -> bool:
         found = await self.execute(
             "SELECT EXISTS (SELECT 1 FROM campaign_runner_recipients WHERE campaign = $1) "

@@ -91,6 +91,11 @@ SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)
     OR EXISTS (SELECT 1 FROM runs WHERE campaign = ?)
     OR EXISTS (SELECT 1 FROM controls WHERE campaign = ?)
 """
+_RAN_FROM = """
+SELECT r.campaign FROM runs AS r
+WHERE r.started = (SELECT max(started) FROM runs WHERE campaign = r.campaign)
+  AND json_extract(r.facts, '$.campaign_file') = ?
+"""
 _CLAIM = """
 INSERT INTO recipients (campaign, recipient, row, status, run_id, first_at, updated_at)
 VALUES (?, ?, ?, 'sending', ?, ?, ?)
@@ -392,18 +397,26 @@ class SqliteStore:
     # -- reading ---------------------------------------------------------------------------
 
     async def mentions(self, campaign: str) -> bool:
-        if self._conn is None:  # read-only and not read yet: look without copying the file
-            if campaign in journals(self.path):
-                return True
+        if self._conn is None and campaign in journals(self.path):
+            return True
+        return bool(self._look(_MENTIONS, (campaign,) * 3)[0][0])
+
+    async def ran_from(self, campaign_file: str) -> list[str]:
+        return [row[0] for row in self._look(_RAN_FROM, (campaign_file,))]
+
+    def _look(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        """One query of the tables (not the journals of runs going on), answered without
+        copying the file when this read-only store has not been read yet."""
+        if self._conn is None:
             try:
                 probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
                 try:
-                    return bool(probe.execute(_MENTIONS, (campaign,) * 3).fetchone()[0])
+                    return probe.execute(query, args).fetchall()
                 finally:
                     probe.close()
             except sqlite3.DatabaseError:
                 pass  # an older, missing or damaged file: the snapshot reads it or says why
-        return bool(self._db.execute(_MENTIONS, (campaign,) * 3).fetchone()[0])
+        return self._db.execute(query, args).fetchall()
 
     async def counts(self, campaign: str) -> dict[Status, int]:
         found = self._db.execute(

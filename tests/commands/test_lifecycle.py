@@ -868,3 +868,38 @@ def test_a_pause_given_while_a_run_waits_for_its_bot_holds_before_the_first_requ
     assert server.arrivals == []
     assert summary(Path("r"))["paused"].startswith("campaign sale was paused by ")
     assert ": wrong coupon;" in result.stdout
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpose(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    store: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A new `name:` is a new campaign to every state: the same file then sent everyone
+    again, silently."""
+    server = mock()
+    path = campaign(tmp_path, "sale", server.url)
+    given = ["--state", request.getfixturevalue("postgres_url")] if store == "postgres" else []
+    assert invoke("run", path, "--quiet", *given).exit_code == 0
+    path.write_text(path.read_text().replace("name: sale", "name: sale-2026"))
+    refused = invoke("run", path, "--quiet", *given)
+    assert refused.exit_code == 2, refused.output
+    state = given[1] if given else f"{tmp_path}/.campaign-state/sale.sqlite3"
+    assert f"but this file ran as campaign sale in {state}: 5 recipients sent there. " in (
+        refused.stderr
+    )
+    assert "Put back `name: sale` to go on with it (or start sale-2026 on purpose" in (
+        refused.stderr
+    )
+    assert standings(invoke, path, *given) == {"sale-2026": "elsewhere"}
+    assert len(server.arrivals) == 5
+    path.write_text(path.read_text().replace("name: sale-2026", "name: sale"))
+    assert invoke("run", path, "--quiet", *given).exit_code == 0  # named back: done
+    assert len(server.arrivals) == 5
+    path.write_text(path.read_text().replace("name: sale", "name: sale-2026"))
+    again = invoke("run", path, "--quiet", "--fresh-state", *given)
+    assert again.exit_code == 0, again.output
+    assert len(server.arrivals) == 10  # a new campaign on purpose: everyone again
