@@ -66,9 +66,12 @@ async def refuse_if_stopped(store: Store, campaign: str) -> None:
 
 
 def file_key(campaign: Campaign) -> str:
-    """The campaign file as its repository names it: the same on every checkout."""
+    """The campaign file as its repository names it, the same on every checkout: the
+    repository's first commit and the file's path in it. One PostgreSQL state may serve
+    several repositories, each with its own ``campaigns/sale.yaml``."""
     path = campaign.path.resolve()
-    return path.relative_to(repository.root(path)).as_posix()
+    root = repository.root(path)
+    return f"{repository.first_commit(root) or '-'}:{path.relative_to(root).as_posix()}"
 
 
 def digests(campaign: Campaign) -> dict[str, str | None]:

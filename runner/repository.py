@@ -20,6 +20,27 @@ def root(campaign_file: Path) -> Path:
     return path.parent
 
 
+def first_commit(root: Path) -> str | None:
+    """The first commit of the git repository at ``root`` (the same in every clone of it),
+    or None without git."""
+    import subprocess
+
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-list", "--max-parents=0", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = sorted(done.stdout.split()) if done.returncode == 0 else []
+    return found[0] if found else None
+
+
 def audience_problem(path: Path, campaign_file: Path, outside_allowed: bool) -> str | None:
     """Why ``path`` may not be read as the audience of ``campaign_file``, or None.
 

@@ -355,12 +355,12 @@ class PostgresStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def ran_from(self, campaign_file: str) -> list[str]:
+    async def ran_from(self, source: str) -> list[str]:
         found = await self.execute(
             "SELECT campaign FROM (SELECT DISTINCT ON (campaign) campaign, facts "
             "FROM campaign_runner_runs ORDER BY campaign, started DESC) AS latest "
-            "WHERE facts->>'campaign_file' = $1",
-            campaign_file,
+            "WHERE facts->>'source' = $1",
+            source,
         )
         return [row["campaign"] for row in found]
 

@@ -94,7 +94,7 @@ SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)
 _RAN_FROM = """
 SELECT r.campaign FROM runs AS r
 WHERE r.started = (SELECT max(started) FROM runs WHERE campaign = r.campaign)
-  AND json_extract(r.facts, '$.campaign_file') = ?
+  AND json_extract(r.facts, '$.source') = ?
 """
 _CLAIM = """
 INSERT INTO recipients (campaign, recipient, row, status, run_id, first_at, updated_at)
@@ -401,8 +401,8 @@ class SqliteStore:
             return True
         return bool(self._look(_MENTIONS, (campaign,) * 3)[0][0])
 
-    async def ran_from(self, campaign_file: str) -> list[str]:
-        return [row[0] for row in self._look(_RAN_FROM, (campaign_file,))]
+    async def ran_from(self, source: str) -> list[str]:
+        return [row[0] for row in self._look(_RAN_FROM, (source,))]
 
     def _look(self, query: str, args: tuple[Any, ...]) -> list[Any]:
         """One query of the tables (not the journals of runs going on), answered without

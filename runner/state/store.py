@@ -196,9 +196,10 @@ class Store(Protocol):
         """Every campaign the state knows: with recipients, runs or a control."""
         ...
 
-    async def ran_from(self, campaign_file: str) -> list[str]:
-        """The campaigns whose latest run came from ``campaign_file`` (its path in the
-        repository): a file run under a new name is a new campaign to the state."""
+    async def ran_from(self, source: str) -> list[str]:
+        """The campaigns whose latest run came from the campaign file ``source``
+        (`lifecycle.file_key`): a file run under a new name is a new campaign to the
+        state."""
         ...
 
     async def mentions(self, campaign: str) -> bool:

@@ -903,3 +903,25 @@ def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpo
     again = invoke("run", path, "--quiet", "--fresh-state", *given)
     assert again.exit_code == 0, again.output
     assert len(server.arrivals) == 10  # a new campaign on purpose: everyone again
+
+
+def test_one_state_shared_by_two_repositories_tells_their_same_named_files_apart(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    """`campaigns/sale.yaml` of one repository is not the file of another's campaign."""
+    server = mock()
+    for repo, name, start in (("one", "sale-one", 1), ("two", "sale-two", 100)):
+        folder = tmp_path / repo
+        path = campaign(folder / "campaigns", "sale", server.url, start=start)
+        path.write_text(path.read_text().replace("name: sale", f"name: {name}"))
+        for command in (["init", "-q"], ["add", "."], ["commit", "-qm", f"{repo}'s campaigns"]):
+            subprocess.run(
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder), *command],
+                check=True,
+            )
+        ran = invoke("run", path, "--quiet", "--state", postgres_url)
+        assert ran.exit_code == 0, ran.output
+    assert len(server.arrivals) == 10
