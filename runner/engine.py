@@ -72,6 +72,7 @@ class RunState(Protocol):
     """The state of one campaign during a run (`runner.state.core.CampaignRun`)."""
 
     has_history: bool
+    schemes: tuple[tuple[str, ...], ...]
 
     def prior(self, recipient: str) -> Prior | None: ...
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from runner import inert, repository, state
+from runner import inert, pipeline, repository, state
 from runner import schedule as schedule_clock
 from runner.campaign import file_digest
 from runner.errors import CampaignError
@@ -318,6 +318,38 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
             "purpose with --fresh-state)"
         )
     return await _renamed(campaign, chosen, [chosen, *others])
+
+
+async def identifiers_lost(campaign: Campaign, given: str | None, sandbox: bool) -> str | None:
+    """Why running a V2 ``campaign`` would send people again: an identifier earlier runs
+    keyed some recipients by is no longer in ``message.customer``, so they cannot be found
+    (any other change of order finds them: `pipeline.prior_of`); None when none is lost."""
+    current = pipeline.key_scheme(campaign)
+    location = state.locate(given, campaign.path, campaign.name, sandbox)
+    if current is None or (location.path is not None and not location.path.is_file()):
+        return None
+    store = await open_store(location, Masker(location.passwords), readonly=True)
+    try:
+        runs = await store.runs(campaign.name)
+    finally:
+        await store.close()
+    lost = sorted(
+        {
+            key
+            for run in runs
+            if run.mode != "test"
+            for key in run.facts.get("recipient_key") or ()
+            if key not in current
+        }
+    )
+    if not lost:
+        return None
+    fields = ", ".join(f"customer.{key}" for key in lost)
+    return (
+        f"{campaign.path}: message.customer no longer has {fields}, by which earlier runs "
+        "knew some recipients: they would be taken for new ones and sent again; nothing was "
+        f"sent. Put {fields} back in message.customer (a row without it renders it empty)"
+    )
 
 
 async def _renamed(campaign: Campaign, chosen: Any, locations: list[Any]) -> str | None:

@@ -17,7 +17,15 @@ from runner import schedule as schedules
 from runner.apis import Refusal, Request, recipient_key
 from runner.dedupe import SeenIndex
 from runner.errors import TooManyInvalid, UsageError
-from runner.model import DEFAULT_HOSTS, Campaign, Endpoint, Field, api_base, base_url_problem
+from runner.model import (
+    DEFAULT_HOSTS,
+    Campaign,
+    Endpoint,
+    Field,
+    V2Message,
+    api_base,
+    base_url_problem,
+)
 from runner.render import FILTERED, Renderer, Skip, is_template
 from runner.report import line
 from runner.state.store import Prior
@@ -33,7 +41,7 @@ class Prepared(NamedTuple):
     # The same row built for a reviewed plan's digests (`prepare(..., reviewed=)`): every
     # ${VAR} as written and the token masked, so that a plan needs no secret.
     reviewed: Request | None = None
-    aliases: tuple[str, ...] = ()  # the recipient's other identifiers (`apis.Built`)
+    identifiers: tuple[tuple[str, str], ...] = ()  # V2: (field, value) (`apis.Built`)
 
 
 class Skipped(NamedTuple):
@@ -42,7 +50,7 @@ class Skipped(NamedTuple):
     recipient: str | None = None
     status: Status = Status.SKIPPED  # or INVALID: the row cannot become a request
     opens: float | None = None  # DEFERRED: when the recipient's quiet hours end (epoch seconds)
-    aliases: tuple[str, ...] = ()  # the recipient's other identifiers (`apis.Built`)
+    identifiers: tuple[tuple[str, str], ...] = ()  # V2: (field, value) (`apis.Built`)
 
 
 Item = Prepared | Skipped
@@ -52,22 +60,49 @@ _tuple = tuple.__new__
 class Priors(Protocol):
     """Whatever can say what earlier runs left of a recipient (a state's priors, a run)."""
 
+    #: V2: each order of identifiers earlier runs keyed recipients by (`recipient_key`)
+    schemes: tuple[tuple[str, ...], ...]
+
     def prior(self, recipient: str) -> Prior | None: ...
 
 
+# When a recipient was known by two keys, the record that forbids most wins: delivered, then
+# maybe delivered, then failed, then not sent.
+_WEIGHT = {Status.SENT: 4, Status.UNCERTAIN: 3, Status.SENDING: 3, Status.FAILED: 2}
+
+
+def key_scheme(campaign: Campaign) -> list[str] | None:
+    """The order of identifiers a V2 campaign's recipients are keyed by (None for V1 and
+    Chatfuel, whose recipient has one id)."""
+    if isinstance(campaign.message, V2Message):
+        from runner.apis import v2
+
+        return v2.recipient_key_scheme(campaign.message)
+    return None
+
+
 def prior_of(item: Item, priors: Priors) -> Prior | None:
-    """What earlier runs left of the item's recipient, known by its key or, when an earlier
-    run knew them by another of their identifiers (a V2 `priority:` reordered since), by
-    that: either way the same person, never sent twice."""
+    """What earlier runs left of the item's recipient: by its key, and, for a V2 recipient
+    earlier runs knew in another order of identifiers (`priority:` reordered, an identifier
+    added), by the key each of those orders gives; the record that forbids most wins."""
     if item.recipient is None:
         return None
-    prior = priors.prior(item.recipient)
-    if prior is None:
-        for alias in item.aliases:
-            prior = priors.prior(alias)
-            if prior is not None:
-                break
-    return prior
+    found = priors.prior(item.recipient)
+    if not item.identifiers or not priors.schemes:
+        return found
+    values = dict(item.identifiers)
+    keys = {item.recipient}
+    for scheme in priors.schemes:
+        key = next((values[k] for k in scheme if values.get(k)), None)
+        if key is None or key in keys:
+            continue
+        keys.add(key)
+        other = priors.prior(key)
+        if other is not None and (
+            found is None or _WEIGHT.get(other.status, 1) > _WEIGHT.get(found.status, 1)
+        ):
+            found = other
+    return found
 
 
 def earlier(
@@ -183,7 +218,7 @@ def prepare(
         if isinstance(built, Refusal):
             yield Skipped(n, built, None, Status.INVALID)
             continue
-        recipient, request, aliases = built
+        recipient, request, identifiers = built
         earlier = first_row(recipient, n)
         if earlier is not None:
             yield Skipped(n, f"duplicate of row {earlier}", recipient)
@@ -197,14 +232,14 @@ def prepare(
             if opens is not None:
                 reason = f"quiet hours in {zone} until {opens:%H:%M} local"
                 opened = opens.timestamp()
-                yield Skipped(n, reason, recipient, Status.DEFERRED, opened, aliases)
+                yield Skipped(n, reason, recipient, Status.DEFERRED, opened, identifiers)
                 continue
         if second is not None:
             again = second.build(values)
             checked = None if isinstance(again, Refusal) else again[1]
-            yield Prepared(n, recipient, request, record, checked, aliases)
+            yield Prepared(n, recipient, request, record, checked, identifiers)
             continue
-        yield _tuple(Prepared, (n, recipient, request, record, None, aliases))  # C: see audience
+        yield _tuple(Prepared, (n, recipient, request, record, None, identifiers))  # C: audience
 
 
 def _distance(a: str, b: str, most: int) -> int:

@@ -35,6 +35,7 @@ class MemoryState:
     """Claims and outcomes in lists; a claim is durable at once."""
 
     has_history = False
+    schemes: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self) -> None:
         self.claims: list[str] = []

@@ -43,9 +43,9 @@ class Built(NamedTuple):
 
     recipient: str
     request: Request
-    # The recipient's other identifiers (V2: phone, email, ... besides the key): an earlier
-    # run may have known them by one of those (a `priority:` since reordered).
-    aliases: tuple[str, ...] = ()
+    # V2: every identifier the row has, (field, value): an earlier run whose message knew
+    # recipients in another order (`priority:` since reordered) keyed them by another one.
+    identifiers: tuple[tuple[str, str], ...] = ()
 
 
 class Refusal(str):

@@ -111,10 +111,7 @@ class Builder:
             constant["priority"] = list(message.priority)
         self._constant = constant
         self._texts = len(message.messages)
-        order = message.priority or DEFAULT_PRIORITY
-        self._key_order = ["id", *(k for k in order if k != "id")]
-        # Identifiers absent from priority still identify the customer; try them last.
-        self._key_order += [k for k in IDENTIFIERS if k not in self._key_order]
+        self._key_order = key_order(message)
 
     def build(self, values: Sequence[str]) -> Built | Refusal:
         """The request of the values the renderer made, in `template_fields` order."""
@@ -145,8 +142,22 @@ class Builder:
                 body[key] = value
         body.update(self._constant)
         request = Request("POST", self._url, self._headers, orjson.dumps(body))
-        aliases = tuple(dict.fromkeys(v for v in ids.values() if v and v != recipient))
-        return Built(recipient, request, aliases)
+        return Built(recipient, request, tuple((k, v) for k, v in ids.items() if v))
+
+
+def key_order(message: V2Message) -> list[str]:
+    """The identifiers a recipient is known by, first found first: ``id``, then in
+    ``priority`` order; identifiers absent from priority still identify the customer, last."""
+    order = message.priority or DEFAULT_PRIORITY
+    found = ["id", *(k for k in order if k != "id")]
+    return found + [k for k in IDENTIFIERS if k not in found]
+
+
+def recipient_key_scheme(message: V2Message) -> list[str]:
+    """The identifiers of ``message.customer`` in the order a recipient's key is taken: runs
+    record it, so that a later run whose order differs finds whom they knew by another."""
+    present = {key for key, _ in message.customer}
+    return [key for key in key_order(message) if key in present]
 
 
 def builder(message: V2Message, endpoint: Endpoint) -> Builder:

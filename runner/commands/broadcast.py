@@ -131,7 +131,11 @@ async def _broadcast(
                 await lifecycle.refuse_if_stopped(store, c.name)
             # The inputs as this run starts to read them: a file edited during the run
             # (rows added) makes the campaign due again afterwards.
-            facts = {**lifecycle.digests(c), "source": lifecycle.file_key(c)}
+            facts = {
+                **lifecycle.digests(c),
+                "source": lifecycle.file_key(c),
+                "recipient_key": pipeline.key_scheme(c),
+            }
             record = replace(new_record(rid, mode), facts=facts)
             try:
                 opened = await stores.open_run(location, c.name, record)

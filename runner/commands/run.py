@@ -148,6 +148,8 @@ def run(
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
     if not (options.sandbox or options.to or options.fresh_state):
         asyncio.run(_refuse_history_elsewhere(loaded, options.state))
+    if not options.to:
+        asyncio.run(_refuse_identifiers_lost(loaded, options))
     sent_so_far = 0
     passes = 0
     while True:
@@ -225,6 +227,7 @@ def _prechecked(
                 pipeline.endpoint(c, strict=True)
             if not (options.sandbox or options.fresh_state):
                 asyncio.run(_refuse_history_elsewhere([c], options.state))
+            asyncio.run(_refuse_identifiers_lost([c], options))
             c.schedule.check_window(schedule.now())
             masked = pipeline.endpoint(c, strict=False, token=MASK)
             if looks is None:
@@ -339,6 +342,13 @@ async def _standings(
             await store.close()
         found.append(standing if sandbox else await lifecycle.seen_from(standing, c, given))
     return found
+
+
+async def _refuse_identifiers_lost(loaded: list[Campaign], options: RunOptions) -> None:
+    for c in loaded:
+        refusal = await lifecycle.identifiers_lost(c, options.state, options.sandbox)
+        if refusal is not None:
+            raise CampaignError(refusal)
 
 
 async def _refuse_history_elsewhere(loaded: list[Campaign], given: str | None) -> None:

@@ -84,6 +84,7 @@ class CampaignRun:
         self.campaign = campaign
         self.entry = record
         self.has_history = priors.has_history
+        self.schemes = priors.schemes
         self._priors = priors
         self._claims: list[Claim] = []
         self._waiters: list[asyncio.Future[None]] = []

@@ -142,6 +142,8 @@ class Priors(Protocol):
     """Look-ups of what earlier runs left, for one campaign."""
 
     has_history: bool
+    #: V2: each order of identifiers the campaign's runs keyed recipients by
+    schemes: tuple[tuple[str, ...], ...]
 
     def prior(self, recipient: str) -> Prior | None: ...
 

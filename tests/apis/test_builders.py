@@ -135,12 +135,13 @@ def test_v2_sends_a_json_body_with_a_bearer_token_and_leaves_empty_fields_out() 
         tokens={"notification_messages_token": ""},
         texts=("Xin chào An", "🎉"),
     )
-    recipient, request, aliases = built(builder.make(fields))
+    recipient, request, identifiers = built(builder.make(fields))
     # The same, as the renderer gives them: identifiers, tokens, then texts.
     again = builder.build(["", "a@b.c", "+84 90", "", "Xin chào An", "🎉"])
-    assert again == (recipient, request, aliases)
+    assert again == (recipient, request, identifiers)
     assert recipient == "+84 90"  # no id: the first identifier in priority order
-    assert aliases == ("a@b.c",)  # also known by: an earlier run may have keyed them so
+    # Every identifier it has: a run that keyed recipients in another order finds them.
+    assert identifiers == (("email", "a@b.c"), ("phone", "+84 90"))
     assert request.url == "https://api.smax.bot/bots/6123abcd/send"
     assert request.headers["Authorization"] == "Bearer t0k&n="
     assert orjson.loads(request.body or b"") == {

@@ -669,27 +669,108 @@ def test_a_v1_and_a_v2_campaign_of_one_bot_share_its_limit(
     assert busiest_shared_second([a.t for a in server.arrivals]) <= 10
 
 
+V2_PEOPLE = """\
+version: 1
+name: v2
+bot: {{api: v2, id: b, token: "${{TEST_TOKEN}}", base_url: "{url}"}}
+audience: {{file: people.jsonl}}
+message:
+  customer: {{{customer}}}
+  messages: [{{text: Sale}}]
+  priority: [{priority}]
+delivery: {{retries: 0}}
+"""
+PHONE_EMAIL = 'phone: "{{ customer.phone }}", email: "{{ customer.email }}"'
+
+
+def v2_people(folder: Path, url: str, priority: str, customer: str = PHONE_EMAIL) -> Path:
+    if not (folder / "people.jsonl").exists():
+        (folder / "people.jsonl").write_text(
+            "".join(
+                f'{{"id": "c{i}", "phone": "+8490{i}", "email": "p{i}@x.vn"}}\n' for i in range(6)
+            )
+        )
+    path = folder / "v2.yaml"
+    path.write_text(V2_PEOPLE.format(url=url, priority=priority, customer=customer))
+    return path
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_reordering_v2_priority_sends_nobody_twice(
-    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    store: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A V2 recipient is known by their first identifier in `priority` order: reordered, each
     would have been someone new, and a sweep sent everyone again."""
     server = mock()
-    (tmp_path / "people.csv").write_text(
-        "phone,email\n" + "".join(f"+8490{i},p{i}@x.vn\n" for i in range(5))
-    )
-    path = tmp_path / "v2.yaml"
-    path.write_text(
-        f"version: 1\nname: v2\nbot: {{api: v2, id: b, token: '${{TEST_TOKEN}}', "
-        f"base_url: '{server.url}'}}\naudience: {{file: people.csv}}\nmessage:\n"
-        '  customer: {phone: "{{ customer.phone }}", email: "{{ customer.email }}"}\n'
-        "  messages: [{text: Sale}]\n  priority: [phone, email]\n"
-    )
-    assert invoke("run", path, "--quiet").exit_code == 0
-    path.write_text(path.read_text().replace("[phone, email]", "[email, phone]"))
-    status = invoke("status", path).output
+    given = ["--state", request.getfixturevalue("postgres_url")] if store == "postgres" else []
+    path = v2_people(tmp_path, server.url, "phone, email")
+    assert invoke("run", path, "--quiet", *given).exit_code == 0
+    v2_people(tmp_path, server.url, "email, phone")
+    status = invoke("status", path, *given).output
     assert "  not yet    0 audience rows not attempted" in status
-    again = invoke("run", path, "--quiet", "--report", "again")
+    again = invoke("run", path, "--quiet", "--report", "again", *given)
     assert again.exit_code == 0, again.output
-    assert len(server.arrivals) == 5  # the first run's, and none again
+    assert len(server.arrivals) == 6  # the first run's, and none again
     assert {r["reason"] for r in results(Path("again"))} == {"already sent"}
+
+
+@pytest.mark.parametrize("retry", [[], ["--retry-failed"]])
+def test_priority_reordered_back_and_forth_sends_nobody_twice(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    retry: list[str],
+) -> None:
+    """Keyed by phone, failed; by email, sent; by phone again: the phone's record ('failed')
+    hid the email's ('sent'), and they were sent again. The record that forbids most wins."""
+    down, up = mock(fail_rate=1.0, seed=3), mock()
+    path = v2_people(tmp_path, down.url, "phone, email")
+    assert invoke("run", path, "--quiet").exit_code == 1  # nobody delivered
+    v2_people(tmp_path, up.url, "email, phone")
+    assert invoke("run", path, "--quiet", "--retry-failed").exit_code == 0
+    v2_people(tmp_path, up.url, "phone, email")
+    assert invoke("run", path, "--quiet", *retry).exit_code == 0
+    assert len(up.arrivals) == 6
+    assert max(delivered(up).values()) == 1
+
+
+def test_an_identifier_taken_out_of_the_message_is_refused(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    """Keyed by id while it was there: without it those recipients cannot be found."""
+    server = mock()
+    with_id = PHONE_EMAIL + ', id: "{{ customer.id }}"'
+    path = v2_people(tmp_path, server.url, "phone, email", with_id)
+    assert invoke("run", path, "--quiet", "--limit", "3").exit_code == 0
+    v2_people(tmp_path, server.url, "phone, email")
+    refused = invoke("run", path, "--quiet")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.strip() == (
+        f"{path}: message.customer no longer has customer.id, by which earlier runs knew some "
+        "recipients: they would be taken for new ones and sent again; nothing was sent. Put "
+        "customer.id back in message.customer (a row without it renders it empty)"
+    )
+    v2_people(tmp_path, server.url, "email, phone", with_id)  # back, in another order
+    assert invoke("run", path, "--quiet").exit_code == 0
+    assert len(server.arrivals) == 6
+    assert max(delivered(server).values()) == 1
+
+
+def test_one_recipients_identifier_equal_to_anothers_key_drops_nobody(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    """Looked up by every identifier, the second was taken for the first and never sent."""
+    server = mock()
+    (tmp_path / "people.jsonl").write_text(
+        '{"id": "84900000001", "email": "a@x", "phone": ""}\n'
+        '{"id": "c-2", "phone": "84900000001", "email": "b@x"}\n'
+    )
+    customer = PHONE_EMAIL + ', id: "{{ customer.id }}"'
+    path = v2_people(tmp_path, server.url, "phone, email", customer)
+    assert invoke("run", path, "--quiet", "--limit", "1").exit_code == 0
+    assert invoke("run", path, "--quiet").exit_code == 0
+    assert sorted(delivered(server)) == ["84900000001", "c-2"]
