@@ -402,7 +402,7 @@ class Looks:
         self._before: set[str] = set()
         self._now: set[str] = set()
         self._held = 0
-        self._refused: dict[str, tuple[dict[str, str | None], str]] = {}
+        self._refused: dict[str, tuple[tuple[Campaign, str | None], str]] = {}
 
     def say(self, line: str) -> None:
         self._now.add(line)
@@ -419,8 +419,10 @@ class Looks:
 
     def check_invalid(self, c: Campaign, target: Endpoint) -> pipeline.InvalidRows:
         """`pipeline.check_invalid`, remembering a refusal by the digests of the inputs."""
-        # Taken before the check: a file changed meanwhile is checked again at the next look.
-        inputs = lifecycle.digests(c)
+        # The campaign as loaded (not its file read again: an edit landing between the load
+        # and that read kept a fixed campaign refused for good), and its audience's digest
+        # taken before the check (an audience changed meanwhile is checked again next time).
+        inputs = (c, lifecycle.digests(c)["audience_sha256"])
         before = self._refused.get(c.name)
         if before is not None and before[0] == inputs:
             raise TooManyInvalid(before[1])

@@ -925,3 +925,40 @@ def test_one_state_shared_by_two_repositories_tells_their_same_named_files_apart
         ran = invoke("run", path, "--quiet", "--state", postgres_url)
         assert ran.exit_code == 0, ran.output
     assert len(server.arrivals) == 10
+
+
+def test_a_campaign_fixed_while_a_worker_checks_it_is_not_kept_refused(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fix landed after the worker loaded the file and before it read the file's digest:
+    the old file's refusal was kept under the new file's digest, for good."""
+    import runner.lifecycle
+
+    server = mock()
+    folder = tmp_path / "campaigns"
+    bad = campaign(folder, "bad", server.url)
+    with (folder / "bad.csv").open("a") as rows:
+        rows.write(",,no id\n")
+    digests = runner.lifecycle.digests
+
+    def fixed_meanwhile(c: Any) -> Any:
+        if "max_invalid" not in bad.read_text():
+            bad.write_text(
+                bad.read_text().replace("file: bad.csv", "file: bad.csv\n  max_invalid: 1")
+            )
+        return digests(c)
+
+    looks: list[float] = []
+
+    def look_again(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.lifecycle, "digests", fixed_meanwhile)
+    monkeypatch.setattr("runner.schedule.sleep", look_again)
+    assert invoke("run", "--watch", "--every", "1s", folder).exit_code == 130
+    assert len(delivered(server)) == 5  # refused at the first look, sent at the second
