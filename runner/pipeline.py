@@ -304,6 +304,11 @@ def invalid_allowed(max_invalid: int | str, rows: int) -> int:
     return max_invalid
 
 
+def too_many_invalid(campaign: Campaign, rows: int, count: int) -> str:
+    limit = campaign.audience.max_invalid
+    return f"{count} of {rows} rows are invalid, more than audience.max_invalid allows ({limit})"
+
+
 def refuse_invalid(
     campaign: Campaign, rows: int, invalid: list[tuple[int, str]], count: int
 ) -> str | None:
@@ -312,10 +317,7 @@ def refuse_invalid(
     limit = campaign.audience.max_invalid
     if count <= invalid_allowed(limit, rows):
         return None
-    lines = [
-        f"{campaign.path}: {count} of {rows} rows are invalid, more than audience.max_invalid "
-        f"allows ({limit}); nothing was sent:"
-    ]
+    lines = [f"{campaign.path}: {too_many_invalid(campaign, rows, count)}; nothing was sent:"]
     lines += [f"  row {row}: {reason}" for row, reason in invalid[:FIRST_INVALID]]
     if count > FIRST_INVALID:
         lines.append(f"  ... and {count - FIRST_INVALID} more (campaign plan lists them all)")
@@ -353,6 +355,13 @@ class InvalidRows:
     def invalid(self) -> int:
         """Invalid rows counted so far."""
         return self._count
+
+    def too_many(self) -> str | None:
+        """Why a run must refuse, in one line without the file's name; None when it would
+        not."""
+        if self._count <= invalid_allowed(self._campaign.audience.max_invalid, self._rows):
+            return None
+        return too_many_invalid(self._campaign, self._rows, self._count)
 
     def refusal(self) -> str | None:
         """Why a run must refuse (`refuse_invalid`), once the audience has passed."""

@@ -91,8 +91,7 @@ def status(
         if refusal is not None and standing.state in ("new", "due"):
             # The overview reads no rows, so only this detail (and a sweep) can tell that a
             # run would refuse: "due now" would be a promise a run does not keep.
-            first = refusal.split(":\n", 1)[0].split(": ", 1)[1].replace("; nothing was sent", "")
-            why = f"blocked: {first}; a run refuses until they are fixed or allowed"
+            why = f"blocked: {refusal}; a run refuses until they are fixed or allowed"
             blocked = dataclasses.replace(standing, state="blocked", why=why, next_due=None)
             result.standings[0] = blocked
     return result
@@ -147,7 +146,7 @@ def _audience(
                 is None
             ):  # one an earlier run settled is not deferred
                 deferred[item.reason] += 1
-        return fresh, dict(deferred.most_common()), invalid.invalid, invalid.refusal()
+        return fresh, dict(deferred.most_common()), invalid.invalid, invalid.too_many()
     except (CampaignError, OSError):
         return None, {}, None, None
     finally:
@@ -188,7 +187,7 @@ def _ended(exit_code: int | None, running: bool) -> str:
 def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
     report = detail.report
     counts = report["counts"]
-    lines = [f"{report['campaign']} ({report['state']})"]
+    lines = [f"{inert.terminal(report['campaign'])} ({inert.terminal(report['state'])})"]
     lines += [f"  {name:<10} {counts[name]}" for name in ("sent", "failed", "unsent", "uncertain")]
     if counts.get("sending"):
         lines.append(
