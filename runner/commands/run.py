@@ -162,7 +162,8 @@ def run(
             masked = pipeline.endpoint(c, strict=False, token=MASK)
             rows = pipeline.check_invalid(c, masked, counted.pop(c.name, None))
             if options.max_duration is not None and not options.quiet:
-                _say_runs_needed(c, rows.prepared, options)
+                left = None if options.limit is None else options.limit - sent_so_far
+                _say_runs_needed(c, rows.prepared, dataclasses.replace(options, limit=left))
         # `--limit N` counts every wake-up of `--wait`: N in all.
         # Each wake-up of `--wait` is a run of its own with a report of its own: one written
         # over another would show those the first sent as "skipped: already sent".
@@ -254,9 +255,10 @@ def _say_runs_needed(c: Campaign, prepared: int, options: RunOptions) -> None:
     assert options.max_duration is not None
     budget = options.max_duration
     per_run = int(c.bot.rate_limit * 0.98 * budget)
-    if prepared <= per_run:
+    most = options.limit if options.limit is not None else prepared  # --limit: no more
+    if min(prepared, most) <= per_run:
         return  # it fits even before counting those earlier runs settled
-    left = _still_to_send(c, options)
+    left = min(_still_to_send(c, options), most)
     if left > per_run:
         say(
             f"{c.name}: {left:,} still to send at {c.bot.rate_limit}/s do not fit in "

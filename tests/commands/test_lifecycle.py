@@ -203,9 +203,11 @@ def test_a_budget_stops_a_run_and_the_next_due_run_finishes_it(
     assert 0 < summary["remaining"] < 60
     assert summary["counts"]["sent"] + summary["remaining"] == 60
     assert standings(invoke, path) == {"big": "due"}
+    limited = invoke("run", path, "--max-duration", "1s", "--limit", "5", "--report", "r3")
+    assert "do not fit in --max-duration" not in limited.stderr  # 5 fit in a second
     second = invoke("run", "--due", path, "--max-duration", "1s", "--report", "r2")
     assert second.exit_code == 0, second.output
-    left = 60 - summary["counts"]["sent"]  # the estimate counts only those still to send
+    left = 60 - summary["counts"]["sent"] - 5  # the estimate counts only those still to send
     assert f"big: {left} still to send at 20/s do not fit in --max-duration 1s" in second.stderr
     rest = invoke("run", "--due", path, "--quiet")
     assert rest.exit_code == 0, rest.output
