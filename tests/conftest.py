@@ -93,6 +93,15 @@ def postgres_url(postgres_database: str) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
+def state_args(request: pytest.FixtureRequest) -> list[str]:
+    """The command line's state of each backend: the default file, or ``--state`` a
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return []
+    return ["--state", request.getfixturevalue("postgres_url")]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
     """A state location of each backend."""
     if request.param == "sqlite":

@@ -217,17 +217,15 @@ def test_a_budget_stops_a_run_and_the_next_due_run_finishes_it(
     assert standings(invoke, path) == {"big": "done"}
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_a_pause_from_another_process_stops_a_sending_run_within_two_seconds(
     invoke: Callable[..., Result],
     mock: Callable[..., ThreadedMock],
     tmp_path: Path,
-    store: str,
-    request: pytest.FixtureRequest,
+    state_args: list[str],
 ) -> None:
     server = mock()
     path = campaign(tmp_path, "sale", server.url, rows=100, rate=20)
-    given = ["--state", request.getfixturevalue("postgres_url")] if store == "postgres" else []
+    given = state_args
     sender = subprocess.Popen(
         [sys.executable, "-m", "runner", "run", str(path), "--report", "r1", "--quiet", *given],
         stdout=subprocess.PIPE,
@@ -872,19 +870,17 @@ def test_a_pause_given_while_a_run_waits_for_its_bot_holds_before_the_first_requ
     assert ": wrong coupon;" in result.stdout
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpose(
     invoke: Callable[..., Result],
     mock: Callable[..., ThreadedMock],
     tmp_path: Path,
-    store: str,
-    request: pytest.FixtureRequest,
+    state_args: list[str],
 ) -> None:
     """A new `name:` is a new campaign to every state: the same file then sent everyone
     again, silently."""
     server = mock()
     path = campaign(tmp_path, "sale", server.url)
-    given = ["--state", request.getfixturevalue("postgres_url")] if store == "postgres" else []
+    given = state_args
     assert invoke("run", path, "--quiet", *given).exit_code == 0
     path.write_text(path.read_text().replace("name: sale", "name: sale-2026"))
     refused = invoke("run", path, "--quiet", *given)

@@ -703,18 +703,16 @@ def v2_people(folder: Path, url: str, priority: str, customer: str = PHONE_EMAIL
     return path
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_reordering_v2_priority_sends_nobody_twice(
     invoke: Callable[..., Result],
     mock: Callable[..., ThreadedMock],
     tmp_path: Path,
-    store: str,
-    request: pytest.FixtureRequest,
+    state_args: list[str],
 ) -> None:
     """A V2 recipient is known by their first identifier in `priority` order: reordered, each
     would have been someone new, and a sweep sent everyone again."""
     server = mock()
-    given = ["--state", request.getfixturevalue("postgres_url")] if store == "postgres" else []
+    given = state_args
     path = v2_people(tmp_path, server.url, "phone, email")
     assert invoke("run", path, "--quiet", *given).exit_code == 0
     v2_people(tmp_path, server.url, "email, phone")
