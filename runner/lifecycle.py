@@ -403,5 +403,6 @@ async def seen_from(found: Standing, campaign: Campaign, given: str | None) -> S
     refusal = await history_elsewhere(campaign, given)
     if refusal is None:
         return found
-    why = refusal.split(": ", 1)[1].replace("Running here would ignore it; nothing was sent. ", "")
+    why = refusal.removeprefix(f"{campaign.path}: ")
+    why = why.replace("Running here would ignore it; nothing was sent. ", "")
     return replace(found, state="elsewhere", why=f"elsewhere: {why}", next_due=None)

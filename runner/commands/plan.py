@@ -227,9 +227,12 @@ def _blockers(campaign: Campaign, location: states.Location, given: str | None) 
             if not os.environ.get(name):
                 found.append(f"{name} is not set here (run reads it from the environment)")
     found += asyncio.run(_state_blockers(campaign.name, location))
-    elsewhere = asyncio.run(lifecycle.history_elsewhere(campaign, given))
-    if elsewhere is not None:
-        found.append(elsewhere.split(": ", 1)[1])
+    for refusal in (
+        asyncio.run(lifecycle.history_elsewhere(campaign, given)),
+        asyncio.run(lifecycle.identifiers_lost(campaign, given, False)),
+    ):
+        if refusal is not None:
+            found.append(refusal.removeprefix(f"{campaign.path}: "))
     return found
 
 

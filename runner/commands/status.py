@@ -86,14 +86,22 @@ def status(
         location = state.locate(state_given, c.path, c.name, sandbox)
         found = _audience(c, location)
         detail = result.detail
-        detail.not_attempted, detail.deferred_by_reason, detail.invalid, refusal = found
+        detail.not_attempted, detail.deferred_by_reason, detail.invalid, too_many = found
         standing = result.standings[0]
-        if refusal is not None and standing.state in ("new", "due"):
+        if standing.state in ("new", "due"):
             # The overview reads no rows, so only this detail (and a sweep) can tell that a
             # run would refuse: "due now" would be a promise a run does not keep.
-            why = f"blocked: {refusal}; a run refuses until they are fixed or allowed"
-            blocked = dataclasses.replace(standing, state="blocked", why=why, next_due=None)
-            result.standings[0] = blocked
+            lost = asyncio.run(lifecycle.identifiers_lost(c, state_given, sandbox))
+            if too_many is not None:
+                why = f"{too_many}; a run refuses until they are fixed or allowed"
+            elif lost is not None:
+                why = lost.removeprefix(f"{c.path}: ")
+            else:
+                return result
+            blocked = f"blocked: {why}"
+            result.standings[0] = dataclasses.replace(
+                standing, state="blocked", why=blocked, next_due=None
+            )
     return result
 
 

@@ -753,6 +753,9 @@ def test_an_identifier_taken_out_of_the_message_is_refused(
     path = v2_people(tmp_path, server.url, "phone, email", with_id)
     assert invoke("run", path, "--quiet", "--limit", "3").exit_code == 0
     v2_people(tmp_path, server.url, "phone, email")
+    gone = "message.customer no longer has customer.id, by which earlier runs knew some"
+    assert f"    - {gone}" in invoke("plan", path).output  # the preview says so too
+    assert f"  standing   blocked: {gone}" in invoke("status", path).output
     refused = invoke("run", path, "--quiet")
     assert refused.exit_code == 2, refused.output
     assert refused.stderr.strip() == (
