@@ -135,9 +135,9 @@ def run(
     lines: list[str] = []
     next_due = None
     if options.due:
-        loaded, lines, next_due = _run_due(loaded, options)
+        loaded, lines, held, next_due = _run_due(loaded, options)
         loaded, cannot = _prechecked(loaded, options, counted, looks)
-        broken += cannot
+        broken += held + cannot
         tell = say if looks is None else looks.say
         for line in lines + broken:
             tell(line)
@@ -320,15 +320,20 @@ def parse_duration(text: str) -> float:
 
 def _run_due(
     loaded: list[Campaign], options: RunOptions
-) -> tuple[list[Campaign], list[str], float | None]:
-    """The campaigns with something due now; a line for each of the others, and when the
-    first of them is due next."""
+) -> tuple[list[Campaign], list[str], list[str], float | None]:
+    """The campaigns with something due now; a line for each of the others (apart, those
+    that wait for a person: their history is elsewhere), and when the first is due next."""
     standings = asyncio.run(_standings(loaded, options.state, options.sandbox))
     due = [c for c, s in zip(loaded, standings, strict=True) if s.runs_now]
-    # Without a run's progress: a worker says a line once while it stays the same.
-    lines = [f"{s.campaign}: {s.why}" for s in standings if not s.runs_now]
     upcoming = [s.next_due for s in standings if not s.runs_now and s.next_due is not None]
-    return due, lines, min(upcoming) if upcoming else None
+    # Without a run's progress: a worker says a line once while it stays the same.
+    lines, held = [], []
+    for s in standings:
+        if s.state == "elsewhere":  # cannot run until a person moves it: the sweep exits 2
+            held.append(f"{s.campaign}: {s.why}; passed over")
+        elif not s.runs_now:
+            lines.append(f"{s.campaign}: {s.why}")
+    return due, lines, held, min(upcoming) if upcoming else None
 
 
 async def _standings(

@@ -893,6 +893,10 @@ def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpo
         refused.stderr
     )
     assert standings(invoke, path, *given) == {"sale-2026": "elsewhere"}
+    swept = invoke("run", "--due", path, "--quiet", *given)
+    assert swept.exit_code == 2  # passed over, and a person must look
+    assert "sale-2026: elsewhere: the state " in swept.stderr
+    assert swept.stderr.rstrip().endswith("; passed over")
     assert len(server.arrivals) == 5
     path.write_text(path.read_text().replace("name: sale-2026", "name: sale"))
     assert invoke("run", path, "--quiet", *given).exit_code == 0  # named back: done
