@@ -65,13 +65,16 @@ async def refuse_if_stopped(store: Store, campaign: str) -> None:
         raise CampaignStopped(f"{stopped_words(campaign, control)}. Nothing was sent")
 
 
-def file_key(campaign: Campaign) -> str:
+def file_key(campaign: Campaign) -> str | None:
     """The campaign file as its repository names it, the same on every checkout: the
-    repository's first commit and the file's path in it. One PostgreSQL state may serve
-    several repositories, each with its own ``campaigns/sale.yaml``."""
+    repository (`repository.identity`) and the file's path in it, since one PostgreSQL
+    state may serve several repositories, each with its own ``campaigns/sale.yaml``. None
+    where the repository cannot be told apart from others (no git, a shallow clone with no
+    remote): no file is recognised there, rather than another's taken for it."""
     path = campaign.path.resolve()
     root = repository.root(path)
-    return f"{repository.first_commit(root) or '-'}:{path.relative_to(root).as_posix()}"
+    found = repository.identity(root)
+    return None if found is None else f"{found}:{path.relative_to(root).as_posix()}"
 
 
 def digests(campaign: Campaign) -> dict[str, str | None]:
@@ -356,6 +359,8 @@ async def _renamed(campaign: Campaign, chosen: Any, locations: list[Any]) -> str
     """Why running ``campaign`` would send everyone again when its file last ran under
     another name (a `name:` edited: a new campaign to every state); None when it did not."""
     key = file_key(campaign)
+    if key is None:
+        return None
     for location in locations:
         if location.path is not None and not location.path.is_file():
             continue

@@ -20,25 +20,44 @@ def root(campaign_file: Path) -> Path:
     return path.parent
 
 
-def first_commit(root: Path) -> str | None:
-    """The first commit of the git repository at ``root`` (the same in every clone of it),
-    or None without git."""
-    import subprocess
-
+def identity(root: Path) -> str | None:
+    """The git repository at ``root`` as every clone of it names it: its ``origin`` remote
+    (``github.com/owner/repo``, however the URL is spelled), else its first commit; None
+    without git, or in a shallow clone with no remote (its first commit is only where the
+    clone stops)."""
     if not (root / ".git").exists():
         return None
+    origin = _git(root, "config", "--get", "remote.origin.url")
+    if origin:
+        return _normal_remote(origin)
+    if _git(root, "rev-parse", "--is-shallow-repository") != "false":
+        return None
+    roots = sorted((_git(root, "rev-list", "--max-parents=0", "HEAD") or "").split())
+    return roots[0] if roots else None
+
+
+def _normal_remote(url: str) -> str:
+    """``host/path`` of a remote: the same for its https, ssh and scp-like spellings."""
+    url = url.strip().removesuffix("/").removesuffix(".git")
+    if "://" in url:
+        rest = url.split("://", 1)[1]
+        host, _, path = rest.partition("/")
+    else:  # git@github.com:owner/repo
+        host, _, path = url.partition(":")
+    host = host.rpartition("@")[2].split(":")[0].lower()
+    return f"{host}/{path.strip('/')}"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    import subprocess
+
     try:
         done = subprocess.run(
-            ["git", "-C", str(root), "rev-list", "--max-parents=0", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    found = sorted(done.stdout.split()) if done.returncode == 0 else []
-    return found[0] if found else None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def audience_problem(path: Path, campaign_file: Path, outside_allowed: bool) -> str | None:

@@ -363,9 +363,9 @@ class PostgresStore:
 
     async def ran_from(self, source: str) -> list[str]:
         found = await self.execute(
-            "SELECT campaign FROM (SELECT DISTINCT ON (campaign) campaign, facts "
+            "SELECT campaign FROM (SELECT DISTINCT ON (campaign) campaign, started, facts "
             "FROM campaign_runner_runs ORDER BY campaign, started DESC) AS latest "
-            "WHERE facts->>'source' = $1",
+            "WHERE facts->>'source' = $1 ORDER BY started DESC",
             source,
         )
         return [row["campaign"] for row in found]

@@ -99,6 +99,7 @@ _RAN_FROM = """
 SELECT r.campaign FROM runs AS r
 WHERE r.started = (SELECT max(started) FROM runs WHERE campaign = r.campaign)
   AND json_extract(r.facts, '$.source') = ?
+ORDER BY r.started DESC
 """
 _CLAIM = """
 INSERT INTO recipients (campaign, recipient, row, status, run_id, first_at, updated_at)

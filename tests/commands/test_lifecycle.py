@@ -880,6 +880,7 @@ def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpo
     again, silently."""
     server = mock()
     path = campaign(tmp_path, "sale", server.url)
+    git_repository(tmp_path)  # files are told apart by their repository and their path in it
     given = state_args
     assert invoke("run", path, "--quiet", *given).exit_code == 0
     path.write_text(path.read_text().replace("name: sale", "name: sale-2026"))
@@ -907,26 +908,53 @@ def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpo
     assert len(server.arrivals) == 10  # a new campaign on purpose: everyone again
 
 
+def git_repository(folder: Path, *, origin: str | None = None) -> None:
+    """A real git repository of ``folder``'s files, with one commit (and a remote)."""
+    commands = [["init", "-q"], ["add", "."], ["commit", "-qm", "campaigns"]]
+    if origin is not None:
+        commands.append(["remote", "add", "origin", origin])
+    for command in commands:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder), *command],
+            check=True,
+        )
+
+
+@pytest.mark.parametrize("git", [True, False])
 def test_one_state_shared_by_two_repositories_tells_their_same_named_files_apart(
     invoke: Callable[..., Result],
     mock: Callable[..., ThreadedMock],
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     postgres_url: str,
+    git: bool,
 ) -> None:
-    """`campaigns/sale.yaml` of one repository is not the file of another's campaign."""
+    """`campaigns/sale.yaml` of one repository is not the file of another's campaign; and
+    where repositories cannot be told apart (no git), no file is taken for another's."""
     server = mock()
     for repo, name, start in (("one", "sale-one", 1), ("two", "sale-two", 100)):
-        folder = tmp_path / repo
+        folder = tmp_path_factory.mktemp(repo)  # outside this test's own repository
         path = campaign(folder / "campaigns", "sale", server.url, start=start)
         path.write_text(path.read_text().replace("name: sale", f"name: {name}"))
-        for command in (["init", "-q"], ["add", "."], ["commit", "-qm", f"{repo}'s campaigns"]):
-            subprocess.run(
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder), *command],
-                check=True,
-            )
+        if git:
+            git_repository(folder)
         ran = invoke("run", path, "--quiet", "--state", postgres_url)
         assert ran.exit_code == 0, ran.output
     assert len(server.arrivals) == 10
+
+
+def test_a_repository_is_known_by_its_remote_however_it_is_spelled(tmp_path: Path) -> None:
+    """A sweep's shallow clone from https and a laptop's from ssh are one repository."""
+    from runner.repository import identity
+
+    spellings = ["git@github.com:Owner/repo.git", "https://ci@github.com/Owner/repo/"]
+    found = set()
+    for n, origin in enumerate(spellings):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        (folder / "c.yaml").write_text("x")
+        git_repository(folder, origin=origin)
+        found.add(identity(folder))
+    assert found == {"github.com/Owner/repo"}
 
 
 def test_a_campaign_fixed_while_a_worker_checks_it_is_not_kept_refused(
