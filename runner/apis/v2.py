@@ -156,7 +156,8 @@ def key_order(message: V2Message) -> list[str]:
 def recipient_key_scheme(message: V2Message) -> list[str]:
     """The identifiers of ``message.customer`` in the order a recipient's key is taken: runs
     record it, so that a later run whose order differs finds whom they knew by another."""
-    present = {key for key, _ in message.customer}
+    # A blank template is no identifier: `phone: ""` takes phone out as surely as deleting it.
+    present = {key for key, template in message.customer if template.strip()}
     return [key for key in key_order(message) if key in present]
 
 

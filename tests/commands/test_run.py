@@ -763,6 +763,8 @@ def test_an_identifier_taken_out_of_the_message_is_refused(
         "recipients: they would be taken for new ones and sent again; nothing was sent. Put "
         "customer.id back in message.customer (a row without it renders it empty)"
     )
+    blank = v2_people(tmp_path, server.url, "phone, email", PHONE_EMAIL + ', id: ""')
+    assert invoke("run", blank, "--quiet").exit_code == 2  # blank is taken out too
     v2_people(tmp_path, server.url, "email, phone", with_id)  # back, in another order
     assert invoke("run", path, "--quiet").exit_code == 0
     assert len(server.arrivals) == 6
