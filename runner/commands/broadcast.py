@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner import (
     audience,
+    history,
     hosts,
     htmlreport,
     lifecycle,
@@ -133,7 +134,7 @@ async def _broadcast(
             # (rows added) makes the campaign due again afterwards.
             facts = {
                 **lifecycle.digests(c),
-                "source": lifecycle.file_key(c),
+                "source": history.file_key(c),
                 "recipient_key": pipeline.key_scheme(c),
             }
             record = replace(new_record(rid, mode), facts=facts)

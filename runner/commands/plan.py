@@ -16,7 +16,17 @@ from typing import Any
 import orjson
 
 from runner import campaign as campaigns
-from runner import htmlreport, inert, lifecycle, pipeline, plandigest, repository, schedule, secrets
+from runner import (
+    history,
+    htmlreport,
+    inert,
+    lifecycle,
+    pipeline,
+    plandigest,
+    repository,
+    schedule,
+    secrets,
+)
 from runner import state as states
 from runner.errors import CampaignError
 from runner.model import Campaign, api_base
@@ -228,8 +238,8 @@ def _blockers(campaign: Campaign, location: states.Location, given: str | None) 
                 found.append(f"{name} is not set here (run reads it from the environment)")
     found += asyncio.run(_state_blockers(campaign.name, location))
     for refusal in (
-        asyncio.run(lifecycle.history_elsewhere(campaign, given)),
-        asyncio.run(lifecycle.identifiers_lost(campaign, given, False)),
+        asyncio.run(history.history_elsewhere(campaign, given)),
+        asyncio.run(history.identifiers_lost(campaign, given, False)),
     ):
         if refusal is not None:
             found.append(refusal.removeprefix(f"{campaign.path}: "))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner import campaign as campaigns
-from runner import lifecycle, pipeline, plandigest, schedule, state
+from runner import history, lifecycle, pipeline, plandigest, schedule, state
 from runner.commands.broadcast import SANDBOX_NOTE, CampaignResult, Pass, say, send
 from runner.commands.plan import PlanResult, plan
 from runner.errors import (
@@ -351,13 +351,13 @@ async def _standings(
             standing = await lifecycle.standing(store, c)
         finally:
             await store.close()
-        found.append(standing if sandbox else await lifecycle.seen_from(standing, c, given))
+        found.append(standing if sandbox else await history.seen_from(standing, c, given))
     return found
 
 
 async def _refuse_identifiers_lost(loaded: list[Campaign], options: RunOptions) -> None:
     for c in loaded:
-        refusal = await lifecycle.identifiers_lost(c, options.state, options.sandbox)
+        refusal = await history.identifiers_lost(c, options.state, options.sandbox)
         if refusal is not None:
             raise CampaignError(refusal)
 
@@ -366,7 +366,7 @@ async def _refuse_history_elsewhere(loaded: list[Campaign], given: str | None) -
     """A campaign whose chosen state knows nothing of it, while another state this
     repository uses holds its history (or a pause), would send its people again: refuse."""
     for c in loaded:
-        refusal = await lifecycle.history_elsewhere(c, given)
+        refusal = await history.history_elsewhere(c, given)
         if refusal is not None:
             raise HistoryElsewhere(refusal)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import campaign as campaigns
-from runner import inert, lifecycle, pipeline, schedule, state
+from runner import history, inert, lifecycle, pipeline, schedule, state
 from runner.errors import CampaignError, InvalidCampaign
 from runner.model import Campaign
 from runner.secrets import MASK, Masker
@@ -91,7 +91,7 @@ def status(
         if standing.state in ("new", "due"):
             # The overview reads no rows, so only this detail (and a sweep) can tell that a
             # run would refuse: "due now" would be a promise a run does not keep.
-            lost = asyncio.run(lifecycle.identifiers_lost(c, state_given, sandbox))
+            lost = asyncio.run(history.identifiers_lost(c, state_given, sandbox))
             if too_many is not None:
                 why = f"{too_many}; a run refuses until they are fixed or allowed"
             elif lost is not None:
@@ -116,7 +116,7 @@ async def _read(
         store = await open_store(location, Masker(location.passwords), readonly=True)
         try:
             found = await lifecycle.standing(store, c, now)
-            standings.append(await lifecycle.seen_from(found, c, None if sandbox else given))
+            standings.append(await history.seen_from(found, c, None if sandbox else given))
             if len(loaded) == 1 and not problems:
                 runs = await store.runs(c.name, HISTORY)
                 detail = Detail(

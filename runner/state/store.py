@@ -200,7 +200,7 @@ class Store(Protocol):
 
     async def ran_from(self, source: str) -> list[str]:
         """The campaigns whose latest run came from the campaign file ``source``
-        (`lifecycle.file_key`), the most recently run first: a file run under a new name
+        (`history.file_key`), the most recently run first: a file run under a new name
         is a new campaign to the state."""
         ...
 
