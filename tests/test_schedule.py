@@ -237,6 +237,7 @@ def test_wait_says_each_pass_as_it_ends_and_keeps_each_passs_report(
     ]
     assert "  report: w\n" in result.stdout
     assert "  report: w/pass-2\n" in result.stdout
+    assert ":00:00+00:00; this command waits and sends them then\n" in result.stdout
     first = {r["recipient"]: r["status"] for r in results(Path("w"))}
     assert first == {"1": "deferred", "2": "deferred", "5": "sent"}
     second = {r["recipient"]: r["status"] for r in results(Path("w/pass-2"))}

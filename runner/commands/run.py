@@ -79,6 +79,7 @@ class RunResult:
     plans: list[PlanResult] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # one per campaign `--due` passed over
     next_due: float | None = None  # epoch seconds: when a passed-over campaign is due next
+    waits: bool = False  # a pass of `--wait`, which stays to send the deferred itself
 
 
 def run(
@@ -190,7 +191,7 @@ def run(
         if opens is None or (options.limit is not None and sent_so_far >= options.limit):
             return result
         if on_pass is not None:
-            on_pass(result)  # said before the wait: it may last hours
+            on_pass(dataclasses.replace(result, waits=True))  # said first: it may be hours
         _wait_until(opens, result, loaded, options.state)
 
 
@@ -538,10 +539,15 @@ def text(result: RunResult) -> str:
                 then = "run again to continue"
             lines.append(f"  {s['not_reached']} rows not reached: {then}")
         if n["deferred"] and s.get("deferred_until"):
+            then = (
+                "this command waits and sends them then"
+                if result.waits
+                else f"`campaign run --due {r.campaign.path}` sends them then (a sweep or a "
+                "--watch worker does it for you)"
+            )
             lines.append(
                 f"  {n['deferred']} deferred (their quiet hours): the first open at "
-                f"{s['deferred_until']}; `campaign run --due {r.campaign.path}` sends them then "
-                "(a sweep or a --watch worker does it for you)"
+                f"{s['deferred_until']}; {then}"
             )
         if s.get("unrecorded_sent"):
             lines.append(
