@@ -19,6 +19,7 @@ from runner.errors import CampaignError
 from runner.lifecycle import Standing, stopped_words
 from runner.model import Campaign
 from runner.secrets import Masker
+from runner.state.copy import MOVED
 from runner.state.core import open_store
 from runner.state.store import Control
 from runner.status import Status
@@ -59,11 +60,17 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
         what = f"{sent} recipients sent there"
         if control is not None:
             what += f", and {stopped_words(campaign.name, control)}"
-        return (
+        head = (
             f"{campaign.path}: the state {chosen} has no history of campaign {campaign.name}, "
-            f"but {other} has: {what}. Running here would ignore it; nothing was sent. Move "
-            f"the history first: campaign state copy {other} {chosen} (or start again on "
-            "purpose with --fresh-state)"
+            f"but {other} has: {what}. Running here would ignore it; nothing was sent."
+        )
+        if control is not None and control.action == MOVED:
+            # Its true history is where it was moved to (the words say where): a copy from
+            # here would be refused, and the counts here are stale.
+            return f"{head} (or start again on purpose with --fresh-state)"
+        return (
+            f"{head} Move the history first: campaign state copy {other} {chosen} (it copies "
+            "every campaign that state holds; or start again on purpose with --fresh-state)"
         )
     return await _renamed(campaign, chosen, [chosen, *others])
 

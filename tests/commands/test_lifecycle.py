@@ -369,6 +369,14 @@ def test_history_in_another_state_is_never_ignored(
     planned = invoke("plan", path, "--state", postgres_url).stdout
     assert "  run would start: no, not here and now:" in planned
     assert f"but {local} has: 20 recipients sent there" in planned
+    # Once moved, the state it was moved from points on to the true one: a copy from there
+    # would be refused, and its counts are stale.
+    assert invoke("state", "copy", local, postgres_url).exit_code == 0
+    third = invoke("run", path, "--state", tmp_path / "third.sqlite3", "--quiet")
+    assert third.exit_code == 2
+    assert "was moved by " in third.stderr
+    assert f"its history was copied to {postgres_url}" in third.stderr
+    assert "campaign state copy" not in third.stderr
     # The reverse: the history in the database named by CAMPAIGN_STATE, a run on a file.
     other = campaign(tmp_path, "shared", server.url, rows=5, start=100)
     monkeypatch.setenv("CAMPAIGN_STATE", postgres_url)
