@@ -106,8 +106,9 @@ def render(summary: Summary, tally: Tally, title: str) -> str:
     return _template().render(
         title=title,
         s=_Obj(summary),
-        mode_class="real" if mode == "run" else mode,
-        mode_label=label.get(mode, str(mode).upper()),
+        mode_class="real" if mode == "run" else "sandbox" if summary.get("sandbox") else mode,
+        mode_label=("SANDBOX " if mode == "test" and summary.get("sandbox") else "")
+        + label.get(mode, str(mode).upper()),
         counts=counts,
         facts="; ".join([f"{summary['rows']} rows", *facts(summary)]),
         timeline=Markup(_timeline(tally, summary)) if tally.timeline else "",

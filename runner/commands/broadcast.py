@@ -182,7 +182,11 @@ async def _broadcast(
         for run, writer, (c, target, location, opened) in zip(
             engine.runs, writers, plans, strict=True
         ):
-            shown: Summary = {"api_host": masker(target.base_url), "samples": sent[c.name]}
+            shown: Summary = {
+                "api_host": masker(target.base_url),
+                "samples": sent[c.name],
+                "sandbox": options.sandbox,  # a test send rehearsed too
+            }
             elapsed = time.monotonic() - started
             results.append(await _settle(run, writer, opened, location, rid, elapsed, mode, shown))
     finally:
@@ -192,7 +196,8 @@ async def _broadcast(
 
 def _writer(c: Campaign, options: RunOptions, mode: str, count: int, rid: str) -> ReportWriter:
     given = options.report if count == 1 or options.report is None else options.report / c.name
-    folder = given or default_folder(repository.root(c.path), c.name, mode, rid)
+    kind = "sandbox-test" if mode == "test" and options.sandbox else mode
+    folder = given or default_folder(repository.root(c.path), c.name, kind, rid)
     return ReportWriter(folder, audience.header(c.audience))
 
 
@@ -351,6 +356,12 @@ def exit_code(run: JobRun, counts: dict[str, int]) -> int:
     return 0
 
 
+def _titled(mode: str, sandbox: bool) -> str:
+    if mode == "test":
+        return "Sandbox TEST send" if sandbox else "TEST send"
+    return "Sandbox run" if mode == "sandbox" else "Run"
+
+
 def _note(run: JobRun, mode: str, remaining: int | None) -> str | None:
     job = run.job
     c = job.campaign
@@ -433,8 +444,7 @@ async def _settle(
             "note": _note(run, mode, remaining),
             **shown,  # where the requests went, and the first of them decoded
         },
-        title=f"{'Sandbox run' if mode == 'sandbox' else 'TEST send' if mode == 'test' else 'Run'}:"
-        f" {c.name}",
+        title=f"{_titled(mode, shown.get('sandbox', False))}: {c.name}",
     )
     try:
         report = await read_status(location, c.name, limit=LISTED)

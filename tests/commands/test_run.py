@@ -505,9 +505,14 @@ def test_a_test_send_to_yourself_first(
     )
     assert unknown.output.endswith("nothing was sent\n")
     assert len(server.arrivals) == 23
-    # A rehearsal's test send is recorded apart from the rehearsal too.
+    assert summary(Path("t"))["sandbox"] is False
+    # A rehearsal's test send is recorded apart from the rehearsal too, and says it was one.
     for _ in range(2):
         assert invoke("run", path, "--sandbox", "--to", "7", "--quiet").exit_code == 0
+    folder = sorted((tmp_path / "reports" / "test-campaign").glob("sandbox-test-*"))[0]
+    assert summary(folder)["sandbox"] is True
+    assert (folder / "summary.md").read_text().startswith("## Sandbox TEST send: test-campaign")
+    assert ">SANDBOX TEST</div>" in (folder / "report.html").read_text()
     rehearsal = invoke("run", path, "--sandbox", "--quiet", "--report", "s")
     assert rehearsal.exit_code == 0
     assert summary(Path("s"))["counts"]["sent"] == 20
