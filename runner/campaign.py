@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import os
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,11 @@ def expand(targets: list[str]) -> list[Path]:
             found += [p for p in matches if p.is_file()]
         else:
             found.append(path)
-    unique: dict[Path, None] = dict.fromkeys(found)
-    return list(unique)
+    # One file however its path is spelled (./a/../a/x.yaml): the first spelling is kept.
+    unique: dict[str, Path] = {}
+    for path in found:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
 
 
 def file_digest(path: Path) -> str:

@@ -52,6 +52,30 @@ def validate(targets: list[str], *, outside_repo: bool = False) -> ValidateResul
     paths = expand(targets)
     if not paths:
         raise UsageError("no campaign files found in " + ", ".join(targets))
-    return ValidateResult(
-        tuple(FileReport(p, tuple(problems_of(p, outside_repo=outside_repo)[0])) for p in paths)
-    )
+    found = [(p, *problems_of(p, outside_repo=outside_repo)) for p in paths]
+    # Two files of one name share one state, and `run` refuses them: said here, where a
+    # pre-commit hook or a pull request's check sees it first.
+    named: dict[str, list[Path]] = {}
+    for path, problems, doc in found:
+        name = doc.data.get("name") if doc is not None and isinstance(doc.data, dict) else None
+        if isinstance(name, str) and not any(p.severity == "error" for p in problems):
+            named.setdefault(name, []).append(path)
+    reports = []
+    for path, problems, doc in found:
+        name = doc.data.get("name") if doc is not None and isinstance(doc.data, dict) else None
+        others = [str(o) for o in named.get(name, []) if o != path] if isinstance(name, str) else []
+        if others and doc is not None:
+            mark = doc.value_mark(("name",))
+            problems = [
+                *problems,
+                Problem(
+                    str(path),
+                    mark.line,
+                    mark.column,
+                    "name",
+                    f"{name!r} is the name of {', '.join(others)} too: the two would share one "
+                    "state, and a run refuses them together; give each campaign its own name",
+                ),
+            ]
+        reports.append(FileReport(path, tuple(problems)))
+    return ValidateResult(tuple(reports))

@@ -49,6 +49,26 @@ def test_folders_globs_and_several_files(
     assert invoke("validate", "c/a.yaml", "c/b.yml").exit_code == 0
 
 
+def test_two_files_of_one_name_are_invalid_and_one_file_twice_is_one(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    """`run` refuses two files of one name; a check that passed them let it reach main."""
+    good = (REPO / "campaigns" / "spring-sale.yaml").read_text()
+    write("c/customers.csv", "messenger_user_id,first_name,opted_in\n1,An,yes\n")
+    write("c/a.yaml", good)
+    write("c/copy.yaml", good)
+    result = invoke("validate", "c/")
+    assert result.exit_code == 2
+    line = next(line for line in result.output.splitlines() if line.startswith("c/a.yaml:"))
+    assert line == (
+        "c/a.yaml:3:7: name: 'spring-sale-2026' is the name of c/copy.yaml too: the two would "
+        "share one state, and a run refuses them together; give each campaign its own name"
+    )
+    assert "2 of 2 campaign files invalid" in result.output
+    # One file, however its path is spelled, is one campaign.
+    assert invoke("validate", "c/a.yaml", "./c/../c/a.yaml").output == "1 campaign file valid\n"
+
+
 def test_json_output_for_machines(
     invoke: Callable[..., Result], write: Callable[..., Path]
 ) -> None:
