@@ -100,7 +100,12 @@ def _describe(error: jsonschema.ValidationError, path: Path) -> list[tuple[bool,
         return [(True, path, f"missing required key '{k}'") for k in missing]
     if v == "type":
         got = _JSON_TYPES.get(type(value), type(value).__name__)
-        return [(False, path, f"expected {_a(expected)}, got {got}")]
+        quote = ""
+        wanted = [expected] if isinstance(expected, str) else expected
+        if isinstance(value, dict) and "string" in wanted:
+            # YAML reads an unquoted {{ customer.id }} as a mapping within a mapping.
+            quote = ' (a template must be quoted: "{{ customer.id }}")'
+        return [(False, path, f"expected {_a(expected)}, got {got}{quote}")]
     if v == "enum":
         options = ", ".join(str(o) for o in expected)
         return [(False, path, f"expected one of: {options}; got {value!r}")]

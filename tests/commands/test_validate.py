@@ -34,6 +34,24 @@ def test_an_invalid_file_exits_2_with_every_problem(
     ]
 
 
+def test_an_unquoted_template_is_said_to_need_quotes(
+    invoke: Callable[..., Result], write: Callable[..., Path]
+) -> None:
+    """YAML reads {{ customer.id }} as a mapping: "got a mapping" alone puzzles."""
+    good = (REPO / "campaigns" / "spring-sale.yaml").read_text()
+    write("customers.csv", "messenger_user_id,first_name,opted_in\n1,An,yes\n")
+    unquoted = good.replace(
+        '"{{ customer.messenger_user_id }}"', "{{ customer.messenger_user_id }}"
+    )
+    write("c.yaml", unquoted)
+    result = invoke("validate", "c.yaml")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        "c.yaml:17:12: message.user_id: expected a string, got a mapping (a template must be "
+        'quoted: "{{ customer.id }}")'
+    )
+
+
 def test_folders_globs_and_several_files(
     invoke: Callable[..., Result], write: Callable[..., Path]
 ) -> None:
