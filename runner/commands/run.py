@@ -117,6 +117,7 @@ def run(
         masked = pipeline.endpoint(c, strict=False, token=MASK)
         rendered = pipeline.prepare(c, masked, reviewed=pipeline.reviewed_endpoint(c))
         plandigest.verify(options.plan, c, invalid.count(rendered))
+        say(f"{c.name}: the reviewed plan {options.plan} matches the campaign and its audience")
         counted[c.name] = invalid
     if options.dry_run:  # with --plan: "does the reviewed plan still match?", sending nothing
         plans = [

@@ -206,7 +206,9 @@ def _detail(standing: lifecycle.Standing, detail: Detail) -> list[str]:
         lines.append(f"  {'not yet':<10} {detail.not_attempted} audience rows not attempted")
     if detail.invalid:
         lines.append(f"  {'invalid':<10} {detail.invalid} audience rows (campaign plan lists them)")
-    lines.append(f"  {'standing':<10} {_line(standing)}")
+    told = _line(standing)  # a pause's words name the campaign first: its standing leads
+    told = told if told.startswith(standing.state) else f"{standing.state}: {told}"
+    lines.append(f"  {'standing':<10} {told}")
     if standing.next_due is not None:
         lines.append(f"  {'next due':<10} {lifecycle.when(standing.next_due)}")
     lines += [f"  ! {inert.terminal(note)}" for note in standing.attention]

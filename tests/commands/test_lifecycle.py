@@ -479,6 +479,7 @@ def test_an_emergency_stop_does_all_it_can_and_says_what_it_could_not(
     assert found == {"a": "paused", "b": "cancelled", "c": "paused"}
     status = invoke("status", folder / "a.yaml").stdout
     assert ": wrong coupon ::error::forged line; `campaign resume`" in status
+    assert "\n  standing   paused: campaign a was paused by " in status  # its standing leads
     assert "\n::error::" not in status + paused.stdout + paused.stderr
     again = invoke("pause", folder / "a.yaml", "--reason", "someone else")
     assert again.exit_code == 0

@@ -300,6 +300,11 @@ def test_the_reviewed_plan_is_what_runs(
     )
     assert server.arrivals == []
     assert invoke("plan", path, "--out", "plan.json", "--report", "p2").exit_code == 0
+    checked = invoke("run", path, "--plan", "plan.json", "--dry-run", "--report", "d")
+    assert checked.exit_code == 0  # does the reviewed plan still match? it says so
+    assert "test-campaign: the reviewed plan plan.json matches the campaign and its audience" in (
+        checked.stderr
+    )
     ok = invoke("run", path, "--plan", "plan.json", "--quiet", "--report", "r")
     assert ok.exit_code == 0
     assert len(server.arrivals) == 4
