@@ -412,8 +412,16 @@ def state_group() -> None:
 @state_group.command("copy")
 @click.argument("source", metavar="SRC")
 @click.argument("target", metavar="DST")
-def state_copy(source: str, target: str) -> int:
-    """Copy every campaign's state from SRC to DST (a SQLite file or a postgresql:// URL).
+@click.option(
+    "--campaign",
+    "only",
+    multiple=True,
+    metavar="NAME",
+    help="Copy only this campaign (repeatable); the others stay where they are.",
+)
+def state_copy(source: str, target: str, only: tuple[str, ...]) -> int:
+    """Copy every campaign's state (or --campaign NAME's) from SRC to DST (a SQLite file or
+    a postgresql:// URL).
 
     Runs of the campaigns must not be going on; a DST that already holds one of them is
     refused. Nobody is resent after moving: the copy holds who was sent, failed, or is
@@ -425,7 +433,7 @@ def state_copy(source: str, target: str) -> int:
     from runner.state.copy import copy
 
     src, dst = location(source), location(target)
-    copied, notes = asyncio.run(copy(src, dst))
+    copied, notes = asyncio.run(copy(src, dst, only))
     for note in notes:
         click.echo(note, err=True)
     for campaign, n in copied.items():

@@ -69,8 +69,8 @@ async def history_elsewhere(campaign: Campaign, given: str | None) -> str | None
             # here would be refused, and the counts here are stale.
             return f"{head} (or start again on purpose with --fresh-state)"
         return (
-            f"{head} Move the history first: campaign state copy {other} {chosen} (it copies "
-            "every campaign that state holds; or start again on purpose with --fresh-state)"
+            f"{head} Move the history first: campaign state copy {other} {chosen} --campaign "
+            f"{campaign.name} (or start again on purpose with --fresh-state)"
         )
     return await _renamed(campaign, chosen, [chosen, *others])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from runner.errors import CampaignError, LockHeld, StateError
@@ -55,10 +56,12 @@ def sources(source: Location) -> list[Location]:
 Taken = tuple[str, list[tuple[Any, ...]], list[RunRecord], Control | None]
 
 
-async def copy(source: Location, target: Location) -> tuple[dict[str, int], list[str]]:
-    """Copy every campaign of ``source`` (a state, or a folder of them) into ``target``, all
-    of them or none: recipients copied per campaign, and notes on what was passed over (a
-    file of the folder that holds nothing)."""
+async def copy(
+    source: Location, target: Location, only: Sequence[str] = ()
+) -> tuple[dict[str, int], list[str]]:
+    """Copy every campaign of ``source`` (a state, or a folder of them), or ``only`` those
+    named, into ``target``, all of them or none: recipients copied per campaign, and notes on
+    what was passed over (a file of the folder that holds nothing)."""
     if target.path is not None and (target.path.is_dir() or str(target.path).endswith("/")):
         raise StateError(
             f"{target.path}: a folder is a source only; name a state file (such as "
@@ -78,13 +81,18 @@ async def copy(source: Location, target: Location) -> tuple[dict[str, int], list
             src = await open_store(one, masker, readonly=True)
             locked: list[str] = []
             opened.append((one, src, locked))
-            found = await _take(one, src, locked)
+            found = await _take(one, src, locked, only)
             if isinstance(found, str):
                 if not folder:
                     raise StateError(f"{found}; nothing was copied")
                 notes.append(f"{found}: passed over")
                 continue
             taken += [(one, t) for t in found]
+        missing = sorted(set(only) - {t[0] for _, t in taken})
+        if missing:
+            raise StateError(
+                f"{source}: holds no campaign {', '.join(missing)} to copy; nothing was copied"
+            )
         if not taken:
             raise StateError(f"{source}: no campaign to copy; nothing was copied")
         dst = await open_store(target, masker)
@@ -112,11 +120,17 @@ async def copy(source: Location, target: Location) -> tuple[dict[str, int], list
     return {t[0]: len(t[1]) for _, t in taken}, notes
 
 
-async def _take(source: Location, src: Store, locked: list[str]) -> list[Taken] | str:
-    """Every campaign of one state, locked (a run going on is refused); or why there is none."""
-    campaigns = await src.campaigns()
-    if not campaigns:
+async def _take(
+    source: Location, src: Store, locked: list[str], only: Sequence[str]
+) -> list[Taken] | str:
+    """Every campaign of one state (or ``only`` those), locked (a run going on is refused);
+    or why there is none."""
+    every = await src.campaigns()
+    if not every:
         return f"{source}: this state holds no campaign"
+    campaigns = [c for c in every if not only or c in only]
+    if not campaigns:
+        return f"{source}: holds no campaign {', '.join(sorted(set(only)))} to copy"
     gone = [c for c in campaigns if (held := await src.control(c)) and held.action == MOVED]
     campaigns = [c for c in campaigns if c not in gone]
     if not campaigns:

@@ -361,7 +361,7 @@ def test_history_in_another_state_is_never_ignored(
         f"has no history of campaign moved, but {local} has: 20 recipients sent there"
         in refused.stderr
     )
-    assert f"campaign state copy {local} {postgres_url}" in refused.stderr
+    assert f"campaign state copy {local} {postgres_url} --campaign moved " in refused.stderr
     assert "Running here would ignore it; nothing was sent" in refused.stderr
     assert len(server.arrivals) == 20
     # status and plan tell the same before anyone tries.
@@ -389,6 +389,29 @@ def test_history_in_another_state_is_never_ignored(
         "run", other, "--state", tmp_path / "elsewhere.sqlite3", "--fresh-state", "--quiet"
     )
     assert fresh.exit_code == 0, fresh.output
+
+
+def test_one_campaign_is_copied_out_of_a_state_that_holds_many(
+    invoke: Callable[..., Result],
+    mock: Callable[..., ThreadedMock],
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    """Following the advice to copy a state that held several campaigns moved them all."""
+    server = mock()
+    a = campaign(tmp_path, "a", server.url)
+    b = campaign(tmp_path, "b", server.url, start=100)
+    for path in (a, b):
+        assert invoke("run", path, "--state", postgres_url, "--quiet").exit_code == 0
+    target = tmp_path / "a-only.sqlite3"
+    none = invoke("state", "copy", postgres_url, target, "--campaign", "zzz")
+    assert none.exit_code == 2
+    assert none.stderr.strip().endswith(": holds no campaign zzz to copy; nothing was copied")
+    copied = invoke("state", "copy", postgres_url, target, "--campaign", "a")
+    assert copied.exit_code == 0, copied.output
+    assert copied.stdout.splitlines()[0] == "a: 5 recipients copied"
+    assert standings(invoke, a, b, "--state", postgres_url) == {"a": "moved", "b": "done"}
+    assert standings(invoke, a, "--state", target) == {"a": "done"}
 
 
 def test_a_folder_of_states_is_copied_campaign_by_campaign(
