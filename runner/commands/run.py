@@ -152,10 +152,11 @@ def run(
             return RunResult([], code, options.sandbox, lines=lines + broken, next_due=next_due)
     # Every secret is resolved before anything starts: a missing one sends nothing.
     endpoints = None if options.sandbox else [pipeline.endpoint(c, strict=True) for c in loaded]
-    if not (options.sandbox or options.to or options.fresh_state):
-        asyncio.run(_refuse_history_elsewhere(loaded, options.state))
-    if not options.to:
-        asyncio.run(_refuse_identifiers_lost(loaded, options))
+    if not options.due:  # a sweep checked each campaign on its own (`_prechecked`)
+        if not (options.sandbox or options.to or options.fresh_state):
+            asyncio.run(_refuse_history_elsewhere(loaded, options.state))
+        if not options.to:
+            asyncio.run(_refuse_identifiers_lost(loaded, options))
     sent_so_far = 0
     passes = 0
     while True:

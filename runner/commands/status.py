@@ -91,10 +91,9 @@ def status(
         if standing.state in ("new", "due"):
             # The overview reads no rows, so only this detail (and a sweep) can tell that a
             # run would refuse: "due now" would be a promise a run does not keep.
-            lost = asyncio.run(history.identifiers_lost(c, state_given, sandbox))
             if too_many is not None:
                 why = f"{too_many}; a run refuses until they are fixed or allowed"
-            elif lost is not None:
+            elif lost := asyncio.run(history.identifiers_lost(c, state_given, sandbox)):
                 why = lost.removeprefix(f"{c.path}: ")
             else:
                 return result
