@@ -490,10 +490,11 @@ class SqliteStore:
         self._db.execute("COMMIT")
 
     async def runs(self, campaign: str, limit: int | None = None) -> list[RunRecord]:
-        found = self._db.execute(
+        # Written straight to the tables, never to a journal: a look needs no snapshot.
+        found = self._look(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE campaign = ? ORDER BY started DESC LIMIT ?",
             (campaign, -1 if limit is None else limit),
-        ).fetchall()
+        )
         return [run_record(tuple(r)) for r in found]
 
     async def forget(self, campaign: str) -> None:
