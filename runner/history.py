@@ -21,7 +21,7 @@ from runner.model import Campaign
 from runner.secrets import Masker
 from runner.state.copy import MOVED
 from runner.state.core import open_store
-from runner.state.store import Control
+from runner.state.store import Control, key_schemes
 from runner.status import Status
 
 
@@ -88,15 +88,7 @@ async def identifiers_lost(campaign: Campaign, given: str | None, sandbox: bool)
         runs = await store.runs(campaign.name)
     finally:
         await store.close()
-    lost = sorted(
-        {
-            key
-            for run in runs
-            if run.mode != "test"
-            for key in run.facts.get("recipient_key") or ()
-            if key not in current
-        }
-    )
+    lost = sorted({key for scheme in key_schemes(runs) for key in scheme if key not in current})
     if not lost:
         return None
     fields = ", ".join(f"customer.{key}" for key in lost)

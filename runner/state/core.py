@@ -26,7 +26,16 @@ from typing import Any
 from runner.errors import LockHeld, StateError, StateLost
 from runner.secrets import Masker
 from runner.state import Location
-from runner.state.store import Claim, Control, Outcome, Prior, Priors, RunRecord, Store
+from runner.state.store import (
+    Claim,
+    Control,
+    Outcome,
+    Prior,
+    Priors,
+    RunRecord,
+    Store,
+    key_schemes,
+)
 from runner.status import NOT_DELIVERED_IN_STATE, Status
 
 # Seconds a batch of claims and outcomes may take before the state counts as lost. A healthy
@@ -203,6 +212,14 @@ class CampaignRun:
             await self.store.close()
 
 
+async def _priors(store: Store, campaign: str) -> Priors:
+    """What earlier runs left for ``campaign``, and each order of identifiers they keyed its
+    V2 recipients by (`pipeline.prior_of` looks them up by each)."""
+    found = await store.priors(campaign)
+    found.schemes = key_schemes(await store.runs(campaign))
+    return found
+
+
 async def open_run(
     store: Store, campaign: str, record: RunRecord, *, owns: bool = False
 ) -> CampaignRun:
@@ -214,7 +231,7 @@ async def open_run(
         raise LockHeld(f"{exc}: nothing was sent") from None
     try:
         await store.begin(campaign, record)
-        priors = await store.priors(campaign)
+        priors = await _priors(store, campaign)
     except BaseException:
         with contextlib.suppress(StateLost, StateError):
             await store.unlock(campaign)
@@ -284,7 +301,7 @@ def read_priors(location: Location, campaign: str) -> Priors:
     async def read() -> Priors:
         store = await open_store(location, Masker(location.passwords), readonly=True)
         try:
-            return await store.priors(campaign)
+            return await _priors(store, campaign)
         finally:
             await store.close()
 

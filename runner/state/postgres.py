@@ -326,13 +326,7 @@ class PostgresStore:
         await self.execute(_PUT_RUN, *run_values(campaign, run))
 
     async def priors(self, campaign: str) -> SqlitePriors:
-        schemes = await self.execute(
-            "SELECT DISTINCT (facts->'recipient_key')::text AS scheme FROM campaign_runner_runs "
-            "WHERE campaign = $1 AND mode <> 'test'",
-            campaign,
-        )
-        found = [row["scheme"] for row in schemes if row["scheme"] not in (None, "null")]
-        return priors_of_rows(campaign, await self.rows(campaign), found)
+        return priors_of_rows(campaign, await self.rows(campaign))
 
     async def lease_bots(self, bots: Sequence[str], say: Callable[[str], None]) -> None:
         """Hold each bot's lease for this run, in sorted order, waiting while another process

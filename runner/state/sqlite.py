@@ -91,10 +91,6 @@ SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)
     OR EXISTS (SELECT 1 FROM runs WHERE campaign = ?)
     OR EXISTS (SELECT 1 FROM controls WHERE campaign = ?)
 """
-_SCHEMES = """
-SELECT DISTINCT json_extract(facts, '$.recipient_key') FROM runs
-WHERE campaign = ? AND mode != 'test'
-"""
 _RAN_FROM = """
 SELECT r.campaign FROM runs AS r
 WHERE r.started = (SELECT max(started) FROM runs WHERE campaign = r.campaign)
@@ -246,13 +242,7 @@ def journals(path: Path) -> dict[str, Path]:
 class SqlitePriors:
     """Look-ups in a SQLite table of recipients (the store's own, or a copy of another's)."""
 
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        campaign: str,
-        own: bool = False,
-        schemes: Iterable[str | None] | None = None,
-    ) -> None:
+    def __init__(self, db: sqlite3.Connection, campaign: str, own: bool = False) -> None:
         self._db = db
         self._campaign = campaign
         self._own = own  # close the connection with the priors
@@ -260,9 +250,7 @@ class SqlitePriors:
             "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?)", (campaign,)
         ).fetchone()
         self.has_history = bool(found[0])
-        if schemes is None:  # the store's own tables: its runs say
-            schemes = [row[0] for row in db.execute(_SCHEMES, (campaign,))]
-        self.schemes = key_schemes(schemes)
+        self.schemes: tuple[tuple[str, ...], ...] = ()  # set from the runs (`core.priors`)
 
     def prior(self, recipient: str) -> Prior | None:
         if not self.has_history:
@@ -280,17 +268,7 @@ class SqlitePriors:
             self._db.close()
 
 
-def key_schemes(found: Iterable[str | None]) -> tuple[tuple[str, ...], ...]:
-    """The orders of identifiers runs recorded (JSON lists; None for runs before they did,
-    or of an API whose recipient has one id)."""
-    import orjson
-
-    return tuple(dict.fromkeys(tuple(orjson.loads(text)) for text in found if text))
-
-
-def priors_of_rows(
-    campaign: str, rows: Iterable[tuple[Any, ...]], schemes: Iterable[str | None] = ()
-) -> SqlitePriors:
+def priors_of_rows(campaign: str, rows: Iterable[tuple[Any, ...]]) -> SqlitePriors:
     """Priors over rows (`COLUMNS`) read from another store, kept in a temporary file (a
     million recipients would not fit in memory comfortably)."""
     db = sqlite3.connect("", isolation_level=None)
@@ -300,7 +278,7 @@ def priors_of_rows(
         f"INSERT INTO recipients VALUES ({', '.join('?' * len(COLUMNS))})", (tuple(r) for r in rows)
     )
     db.execute("COMMIT")
-    return SqlitePriors(db, campaign, own=True, schemes=schemes)
+    return SqlitePriors(db, campaign, own=True)
 
 
 class SqliteStore:

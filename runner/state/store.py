@@ -8,7 +8,7 @@ every store; `tests/state/test_contract.py` is the suite every store passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -107,6 +107,18 @@ class Holder:
     host: str
     pid: int
     since: str
+
+
+def key_schemes(runs: Iterable[RunRecord]) -> tuple[tuple[str, ...], ...]:
+    """Each order of identifiers a campaign's runs keyed V2 recipients by (`recipient_key` in
+    their facts; test sends apart, in a state of their own)."""
+    return tuple(
+        dict.fromkeys(
+            tuple(run.facts["recipient_key"])
+            for run in runs
+            if run.mode != "test" and run.facts.get("recipient_key")
+        )
+    )
 
 
 def held(campaign: str, holder: Holder | None, location: object) -> LockHeld:
