@@ -7,6 +7,7 @@ from pathlib import Path
 
 from runner.campaign import expand, problems_of
 from runner.errors import Problem, UsageError
+from runner.yamlsource import Document
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,14 @@ def validate(targets: list[str], *, outside_repo: bool = False) -> ValidateResul
     if not paths:
         raise UsageError("no campaign files found in " + ", ".join(targets))
     found = [(p, *problems_of(p, outside_repo=outside_repo)) for p in paths]
+    named = [(path, problems, doc, _name(doc)) for path, problems, doc in found]
     # Two files of one name share one state, and `run` refuses them: said here, where a
-    # pre-commit hook or a pull request's check sees it first.
-    named: dict[str, list[Path]] = {}
-    for path, problems, doc in found:
-        name = doc.data.get("name") if doc is not None and isinstance(doc.data, dict) else None
-        if isinstance(name, str) and not any(p.severity == "error" for p in problems):
-            named.setdefault(name, []).append(path)
+    # pre-commit hook or a pull request's check sees it first (of each file that is valid
+    # besides).
+    valid = {path: name for path, found, _, name in named if FileReport(path, tuple(found)).ok}
     reports = []
-    for path, problems, doc in found:
-        name = doc.data.get("name") if doc is not None and isinstance(doc.data, dict) else None
-        others = [str(o) for o in named.get(name, []) if o != path] if isinstance(name, str) else []
+    for path, problems, doc, name in named:
+        others = [str(o) for o, n in valid.items() if name and n == name and o != path]
         if others and doc is not None:
             mark = doc.value_mark(("name",))
             problems = [
@@ -79,3 +77,8 @@ def validate(targets: list[str], *, outside_repo: bool = False) -> ValidateResul
             ]
         reports.append(FileReport(path, tuple(problems)))
     return ValidateResult(tuple(reports))
+
+
+def _name(doc: Document | None) -> str | None:
+    name = doc.data.get("name") if doc is not None and isinstance(doc.data, dict) else None
+    return name if isinstance(name, str) else None
