@@ -907,6 +907,7 @@ def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpo
     mock: Callable[..., ThreadedMock],
     tmp_path: Path,
     state_args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A new `name:` is a new campaign to every state: the same file then sent everyone
     again, silently."""
@@ -916,6 +917,9 @@ def test_a_campaign_file_renamed_is_refused_until_named_back_or_started_on_purpo
     given = state_args
     assert invoke("run", path, "--quiet", *given).exit_code == 0
     path.write_text(path.read_text().replace("name: sale", "name: sale-2026"))
+    elsewhere = tmp_path / "another" / "folder"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # the repository is found from the campaign file
     refused = invoke("run", path, "--quiet", *given)
     assert refused.exit_code == 2, refused.output
     state = given[1] if given else f"{tmp_path}/.campaign-state/sale.sqlite3"

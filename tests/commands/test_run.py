@@ -795,3 +795,41 @@ def test_one_recipients_identifier_equal_to_anothers_key_drops_nobody(
     assert invoke("run", path, "--quiet", "--limit", "1").exit_code == 0
     assert invoke("run", path, "--quiet").exit_code == 0
     assert sorted(delivered(server)) == ["84900000001", "c-2"]
+
+
+@pytest.mark.slow
+def test_priority_reordered_after_a_run_was_killed_sends_nobody_twice(
+    invoke: Callable[..., Result], mock: Callable[..., ThreadedMock], tmp_path: Path
+) -> None:
+    """Killed mid-way under one order, continued under another: those it sent are found by
+    the key the killed run gave them, those in flight stay uncertain."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_for_arrivals
+
+    server = mock(latency_ms=20)
+    (tmp_path / "people.jsonl").write_text(
+        "".join(f'{{"phone": "+8490{i}", "email": "p{i}@x.vn"}}\n' for i in range(60))
+    )
+    path = v2_people(tmp_path, server.url, "phone, email")
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_arrivals(server, 10)
+        killed.send_signal(signal.SIGKILL)
+    finally:
+        killed.communicate(timeout=20)
+    v2_people(tmp_path, server.url, "email, phone")
+    again = invoke("run", path, "--quiet", "--report", "again")
+    n = summary(Path("again"))["counts"]
+    assert again.exit_code == (1 if n["uncertain"] else 0), again.output  # uncertain: exit 1
+    counts = delivered(server)
+    assert max(counts.values()) == 1
+    assert n["sent"] + n["skipped"] + n["uncertain"] == 60
+    assert n["skipped"] >= 10 - n["uncertain"]  # the killed run's sent: already sent
